@@ -1,0 +1,60 @@
+"""dl_perception: an ament_python ROS 2 package that is also pip-installable."""
+from glob import glob
+
+from setuptools import find_packages, setup
+
+PACKAGE = "dl_perception"
+
+# The ROS 2 client libraries come from a ROS install (colcon route) or, in a plain virtualenv,
+# from the PyPI wheels of the `ros` extra.
+ROS_WHEELS = [
+    "ros-rclpy[fastrtps]",
+    "ros-sensor-msgs",
+    "ros-std-msgs",
+    "ros-geometry-msgs",
+    "ros-nav-msgs",
+    "ros-std-srvs",
+    "ros-diagnostic-msgs",
+    "ros-visualization-msgs",
+]
+
+NODES = {
+    "dronet_node": "dl_perception.ros.dronet_node:main",
+    "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
+    "camera_node": "dl_perception.ros.camera_node:main",
+}
+
+setup(
+    name=PACKAGE,
+    version="0.1.0",
+    description="ROS 2 deep-learning perception for drones and mobile robots: LIFT, NetVLAD, "
+                "PoseNet, monocular depth and DroNet",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(exclude=["test", "test.*"]),
+    package_data={PACKAGE: ["weights/*.safetensors", "weights/*.json"]},
+    data_files=[
+        ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),
+        (f"share/{PACKAGE}", ["package.xml"]),
+        (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
+        (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+    ],
+    install_requires=[
+        # CPU wheel on machines without a GPU; see README for CUDA builds.
+        "torch==2.13.0",
+        "numpy>=1.24",
+        "opencv-python-headless>=4.8",
+        "safetensors>=0.4",
+        "h5py>=3.8",
+        "PyYAML>=6.0",
+    ],
+    extras_require={
+        "ros": ROS_WHEELS,
+        "test": ["pytest>=7"],
+    },
+    entry_points={
+        "console_scripts": [f"{name}={target}" for name, target in NODES.items()]
+        + ["dl-perception=dl_perception.cli:main"],
+    },
+    zip_safe=False,
+)
