@@ -1,0 +1,1 @@
+"""Readers for the dataset layouts the training and evaluation commands take."""

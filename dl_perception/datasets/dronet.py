@@ -1,0 +1,92 @@
+"""DroNet datasets.
+
+Project layout (what `dl-perception sim record` writes; documented in docs/datasets.md):
+
+    DATASET/labels.csv      header `image,steering,collision`; image relative to DATASET;
+                            an empty or NaN field means "no label of this kind"
+    DATASET/<images>
+
+Original DroNet layout (Loquercio et al.; Udacity steering + collision sequences):
+
+    DATASET/<experiment>/images/*.png|jpg   frames, ordered by the number in the name (frames
+                                            directly in <experiment>/ are accepted too)
+    DATASET/<experiment>/sync_steering.txt  CSV, one header line, steering in the 1st column
+    DATASET/<experiment>/labels.txt         or: one 0/1 collision label per frame
+"""
+from __future__ import annotations
+
+import csv
+import math
+import os
+import re
+from dataclasses import dataclass
+
+import numpy as np
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pgm")
+
+
+@dataclass
+class DroNetSample:
+    image: str  # absolute path
+    steering: float  # NaN when unlabelled
+    collision: float  # 0/1, NaN when unlabelled
+
+
+def _number(name: str) -> int:
+    match = re.search(r"\d+", os.path.basename(name))
+    return int(match.group()) if match else -1
+
+
+def _read_project_layout(root: str) -> list[DroNetSample]:
+    samples = []
+    with open(os.path.join(root, "labels.csv"), newline="") as handle:
+        for row in csv.DictReader(handle):
+            def value(key: str) -> float:
+                text = (row.get(key) or "").strip()
+                return float(text) if text else math.nan
+            samples.append(DroNetSample(os.path.join(root, row["image"]), value("steering"),
+                                        value("collision")))
+    return samples
+
+
+def _read_experiment(folder: str) -> list[DroNetSample]:
+    images_dir = os.path.join(folder, "images")
+    images_dir = images_dir if os.path.isdir(images_dir) else folder
+    files = sorted((f for f in os.listdir(images_dir) if f.lower().endswith(IMAGE_EXTENSIONS)),
+                   key=_number)
+    steering_file = os.path.join(folder, "sync_steering.txt")
+    labels_file = os.path.join(folder, "labels.txt")
+    if os.path.isfile(steering_file):
+        values = np.loadtxt(steering_file, usecols=0, delimiter=",", skiprows=1, ndmin=1)
+        kind = "steering"
+    elif os.path.isfile(labels_file):
+        values = np.loadtxt(labels_file, usecols=0, ndmin=1)
+        kind = "collision"
+    else:
+        raise ValueError(f"{folder}: neither sync_steering.txt nor labels.txt")
+    if len(values) < len(files):
+        raise ValueError(f"{folder}: {len(files)} images but {len(values)} labels")
+    return [DroNetSample(os.path.join(images_dir, name),
+                         float(v) if kind == "steering" else math.nan,
+                         float(v) if kind == "collision" else math.nan)
+            for name, v in zip(files, values)]
+
+
+def read_dronet_dataset(root: str) -> list[DroNetSample]:
+    """Samples of either layout; raises ValueError when `root` is neither."""
+    if not os.path.isdir(root):
+        raise ValueError(f"dataset folder not found: {root}")
+    if os.path.isfile(os.path.join(root, "labels.csv")):
+        samples = _read_project_layout(root)
+    else:
+        candidates = [root] + sorted(os.path.join(root, d) for d in os.listdir(root))
+        experiments = [d for d in candidates if os.path.isdir(d) and any(
+            os.path.isfile(os.path.join(d, f)) for f in ("sync_steering.txt", "labels.txt"))]
+        if not experiments:
+            raise ValueError(f"{root}: no labels.csv and no experiment folders with "
+                             "sync_steering.txt or labels.txt")
+        samples = [s for folder in experiments for s in _read_experiment(folder)]
+    if not samples:
+        raise ValueError(f"{root}: the dataset is empty")
+    return samples

@@ -1,0 +1,1 @@
+"""Evaluation commands and metrics, one module per network."""
