@@ -1,0 +1,1 @@
+"""ROS 2 adapters: thin nodes over the rclpy-free core."""

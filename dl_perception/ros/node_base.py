@@ -1,0 +1,227 @@
+"""What every perception node shares: validated parameters, the camera subscription (raw or
+compressed) with configurable QoS, stale-frame dropping, per-frame fault isolation, /diagnostics,
+device selection and model loading, clean shutdown."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import traceback
+
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CompressedImage, Image
+
+from .. import models
+from ..checkpoint import CheckpointError
+from ..device import describe, select_device
+from ..imaging import DecodedImage, ImageDecodeError, decode
+from ..paths import shipped_weights
+from ..stats import FrameStats
+from .messages import stamp_to_seconds
+from .params import Param, ParameterSet
+
+
+def _device_problem(value) -> str | None:
+    try:
+        select_device(str(value))
+    except ValueError as error:
+        return str(error)
+    return None
+
+
+def common_params() -> list[Param]:
+    return [
+        Param("device", "auto", "compute device: auto (GPU when present), cpu, cuda or cuda:N",
+              read_only=True, validator=_device_problem),
+        Param("weights", "", "checkpoint path; empty = the checkpoint the project ships",
+              read_only=True),
+        Param("image_transport", "raw", "subscribe to raw Image or CompressedImage",
+              choices=("raw", "compressed"), read_only=True),
+        Param("qos.reliability", "best_effort", "camera subscription reliability",
+              choices=("best_effort", "reliable"), read_only=True),
+        Param("qos.depth", 1, "camera subscription queue depth (keep last)", low=1, high=1000,
+              read_only=True),
+        Param("max_frame_age", 0.5, "drop frames whose stamp is older than this (s); 0 disables",
+              low=0.0, high=3600.0),
+        Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.05,
+              high=3600.0, read_only=True),
+    ]
+
+
+def sensor_qos(reliability: str, depth: int) -> QoSProfile:
+    profile = QoSProfile(
+        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        reliability=ReliabilityPolicy.RELIABLE if reliability == "reliable"
+        else ReliabilityPolicy.BEST_EFFORT,
+        durability=qos_profile_sensor_data.durability)
+    return profile
+
+
+def resolve_weights(model_name: str, path: str) -> str:
+    if path:
+        return os.path.expanduser(path)
+    shipped = shipped_weights(model_name)
+    if not os.path.isfile(shipped):
+        raise CheckpointError(
+            f"no '{model_name}' weights are shipped at {shipped}; set the 'weights' parameter "
+            f"to a checkpoint (see `dl-perception train {model_name}` / `dl-perception convert`)")
+    return shipped
+
+
+class FrameNode(Node):
+    """A node consuming camera frames. Subclasses set `extra_params` and implement
+    `process(image, header)`; raising ImageDecodeError there counts a drop under its reason."""
+
+    extra_params: list[Param] = []
+    image_topic = "/camera/image_raw"
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.params = ParameterSet(self, common_params() + self.extra_params)
+        self.stats = FrameStats()
+        self.device = select_device(self.params["device"])
+        self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._last_drops = 0
+        self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
+        qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
+        if self.params["image_transport"] == "compressed":
+            self.create_subscription(CompressedImage, self.image_topic + "/compressed",
+                                     self._on_frame, qos)
+        else:
+            self.create_subscription(Image, self.image_topic, self._on_frame, qos)
+
+    # --- per frame --------------------------------------------------------------------------
+    def _on_frame(self, msg, info) -> None:
+        started = time.perf_counter()
+        self.stats.frame_received(info.get("publisher_gid", {}).get("data"),
+                                  info.get("publication_sequence_number"))
+        stamp = stamp_to_seconds(msg.header.stamp)
+        now = self.get_clock().now().nanoseconds * 1e-9
+        max_age = self.params["max_frame_age"]
+        if max_age > 0 and stamp > 0 and now - stamp > max_age:
+            self.stats.drop("stale")
+            return
+        try:
+            image = decode(msg)
+            self.process(image, msg.header)
+        except ImageDecodeError as error:
+            self.stats.drop(error.reason)
+            self.get_logger().warning(f"dropped frame: {error}", throttle_duration_sec=2.0)
+            return
+        except Exception as error:  # one bad frame must never stop the node
+            self.stats.drop("error")
+            self.get_logger().error(f"frame failed: {error!r}\n{traceback.format_exc()}",
+                                    throttle_duration_sec=5.0)
+            return
+        processing = time.perf_counter() - started
+        # stamp -> outputs published, on the node's clock (sim time included)
+        latency = now + processing - stamp if stamp > 0 else None
+        self.stats.frame_done(processing, latency)
+
+    def process(self, image: DecodedImage, header) -> None:
+        raise NotImplementedError
+
+    def publish(self, publisher, msg) -> None:
+        """Publish without letting a transient middleware error escape the callback."""
+        try:
+            publisher.publish(msg)
+        except Exception as error:  # rclpy raises RCLError when the DDS queue is saturated
+            self.stats.drop("publish_error")
+            self.get_logger().warning(f"publish failed: {error}", throttle_duration_sec=2.0)
+
+    # --- diagnostics ------------------------------------------------------------------------
+    def diagnostic_values(self) -> dict[str, str]:
+        """Extra key/values a subclass reports."""
+        return {}
+
+    def _publish_diagnostics(self) -> None:
+        summary = self.stats.summary()
+        new_drops = summary["drops_total"] - self._last_drops
+        self._last_drops = summary["drops_total"]
+        if summary["frames_received"] == 0:
+            level, message = DiagnosticStatus.WARN, "no frames received"
+        elif new_drops:
+            level, message = DiagnosticStatus.WARN, f"{new_drops} frames dropped"
+        else:
+            level, message = DiagnosticStatus.OK, f"{summary['rate_hz']:.1f} Hz"
+        values = {
+            "rate_hz": f"{summary['rate_hz']:.2f}",
+            "frames_received": str(summary["frames_received"]),
+            "frames_processed": str(summary["frames_processed"]),
+            "latency_ms_p50": f"{summary['latency_ms']['p50']:.2f}",
+            "latency_ms_p99": f"{summary['latency_ms']['p99']:.2f}",
+            "processing_ms_p50": f"{summary['processing_ms']['p50']:.2f}",
+            "processing_ms_p99": f"{summary['processing_ms']['p99']:.2f}",
+            "drops_total": str(summary["drops_total"]),
+            **{f"drops_{reason}": str(count) for reason, count in summary["drops"].items()},
+            "device": describe(self.device),
+            **self.diagnostic_values(),
+        }
+        status = DiagnosticStatus(
+            level=level, name=self.get_fully_qualified_name(), message=message,
+            hardware_id=str(self.device),
+            values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        msg = DiagnosticArray(status=[status])
+        msg.header.stamp = self.get_clock().now().to_msg()
+        self.publish(self._diagnostics, msg)
+
+
+class ModelNode(FrameNode):
+    """A FrameNode running one registered network."""
+
+    model_name: str
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.weights_path = resolve_weights(self.model_name, self.params["weights"])
+        self.model = models.load(self.weights_path, expected=self.model_name).to(self.device)
+        self.get_logger().info(
+            f"{self.model_name} from {self.weights_path} on {describe(self.device)}")
+
+    def diagnostic_values(self) -> dict[str, str]:
+        return {"model": self.model_name, "weights": self.weights_path}
+
+
+def run_nodes(node_factories, args=None, executor_kind: str = "single",
+              duration: float | None = None) -> int:
+    """Create nodes, spin them until SIGINT/SIGTERM (or `duration` seconds), shut down cleanly.
+    A node that cannot start (bad parameter, missing weights) ends the process with status 1."""
+    rclpy.init(args=args)
+    nodes = []
+    try:
+        try:
+            for factory in node_factories:
+                nodes.append(factory())
+        except (ValueError, CheckpointError, KeyError, OSError) as error:
+            print(f"error: {error}", file=sys.stderr)
+            return 1
+        if executor_kind == "multi":
+            from rclpy.executors import MultiThreadedExecutor
+            executor = MultiThreadedExecutor(num_threads=2)
+        else:
+            executor = SingleThreadedExecutor()
+        for node in nodes:
+            executor.add_node(node)
+        deadline = None if duration is None else time.monotonic() + duration
+        try:
+            while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        return 0
+    finally:
+        for node in nodes:
+            node.destroy_node()
+        rclpy.try_shutdown()
+
+
+def node_main(node_class, node_name: str):
+    """Console-script entry point for one node."""
+    def main(args=None) -> None:
+        sys.exit(run_nodes([lambda: node_class(node_name)], args=args if args is not None
+                           else sys.argv))
+    return main

@@ -1,0 +1,51 @@
+"""The repository is a valid ament_python ROS 2 package."""
+import glob
+import os
+import xml.etree.ElementTree as ElementTree
+
+
+def test_package_xml(repo_dir):
+    root = ElementTree.parse(os.path.join(repo_dir, "package.xml")).getroot()
+    assert root.tag == "package" and root.get("format") == "3"
+    assert root.findtext("name") == "dl_perception"
+    assert root.find("export/build_type").text == "ament_python"
+    exec_deps = {e.text for e in root.findall("exec_depend")}
+    for dep in ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "nav_msgs", "std_srvs",
+                "diagnostic_msgs", "rosgraph_msgs", "launch", "launch_ros", "python3-numpy",
+                "python3-opencv", "python3-torch-pip", "python3-safetensors-pip"):
+        assert dep in exec_deps, dep
+    assert root.findtext("license") == "Apache-2.0"
+
+
+def test_custom_rosdep_keys_cover_package_xml(repo_dir):
+    import yaml
+    keys = yaml.safe_load(open(os.path.join(repo_dir, "rosdep", "dl_perception.yaml")))
+    root = ElementTree.parse(os.path.join(repo_dir, "package.xml")).getroot()
+    pip_keys = {e.text for e in root.iter() if e.text and e.text.endswith("-pip")}
+    assert pip_keys <= set(keys)
+
+
+def test_ament_layout(repo_dir):
+    assert os.path.isfile(os.path.join(repo_dir, "resource", "dl_perception"))
+    assert glob.glob(os.path.join(repo_dir, "launch", "*.launch.py"))
+    assert os.path.isfile(os.path.join(repo_dir, "config", "perception.yaml"))
+    setup_cfg = open(os.path.join(repo_dir, "setup.cfg")).read()
+    assert "script_dir=$base/lib/dl_perception" in setup_cfg  # where `ros2 run` looks
+
+
+def test_wheel_installs_launch_config_and_index(repo_dir, tmp_path):
+    """What colcon/pip install put under share/ (an editable install skips data_files)."""
+    import subprocess
+    import sys
+    import zipfile
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
+                    "-q", "-w", str(tmp_path), repo_dir], check=True, timeout=300)
+    (wheel,) = glob.glob(str(tmp_path / "dl_perception-*.whl"))
+    names = zipfile.ZipFile(wheel).namelist()
+    data = [n.split(".data/data/", 1)[1] for n in names if ".data/data/" in n]
+    for expected in ("share/dl_perception/package.xml",
+                     "share/dl_perception/launch/perception.launch.py",
+                     "share/dl_perception/launch/dronet.launch.py",
+                     "share/dl_perception/config/perception.yaml",
+                     "share/ament_index/resource_index/packages/dl_perception"):
+        assert expected in data, expected
