@@ -1,6 +1,7 @@
 """DroNet datasets.
 
-Project layout (what `dl-perception sim record` writes; documented in docs/datasets.md):
+Sequence folders (what `dl-perception sim record` writes, frames.csv) carry the labels in
+their steering and collision columns. Project layout (docs/datasets.md):
 
     DATASET/labels.csv      header `image,steering,collision`; image relative to DATASET;
                             an empty or NaN field means "no label of this kind"
@@ -77,7 +78,10 @@ def read_dronet_dataset(root: str) -> list[DroNetSample]:
     """Samples of either layout; raises ValueError when `root` is neither."""
     if not os.path.isdir(root):
         raise ValueError(f"dataset folder not found: {root}")
-    if os.path.isfile(os.path.join(root, "labels.csv")):
+    if os.path.isfile(os.path.join(root, "frames.csv")):  # a recorded sequence
+        from .sequence import read_sequence
+        samples = [DroNetSample(f.image, f.steering, f.collision) for f in read_sequence(root).frames]
+    elif os.path.isfile(os.path.join(root, "labels.csv")):
         samples = _read_project_layout(root)
     else:
         candidates = [root] + sorted(os.path.join(root, d) for d in os.listdir(root))

@@ -41,3 +41,18 @@ def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy
         d=[0.0] * 5, k=[fx, 0.0, cx, 0.0, fy, cy, 0.0, 0.0, 1.0],
         r=[1.0, 0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 1.0],
         p=[fx, 0.0, cx, 0.0, 0.0, fy, cy, 0.0, 0.0, 0.0, 1.0, 0.0])
+
+
+def pointcloud2_msg(columns: dict, msg_header: Header):
+    """A height-1 PointCloud2 from named numpy columns (see dl_perception.pointcloud.pack)."""
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    from ..pointcloud import pack
+
+    packed = pack(columns)
+    return PointCloud2(
+        header=msg_header, height=1, width=packed["width"], is_dense=True,
+        is_bigendian=packed["is_bigendian"], point_step=packed["point_step"],
+        row_step=packed["point_step"] * packed["width"],
+        fields=[PointField(name=n, offset=o, datatype=d, count=c) for n, o, d, c in packed["fields"]],
+        data=packed["data"])

@@ -1,0 +1,100 @@
+"""DroNet commands: convert dronet-keras, train dronet, eval dronet, bench dronet."""
+from __future__ import annotations
+
+from .common import add_device_arg, device_of, print_metrics, write_json
+
+
+def convert(args) -> int:
+    from ..convert import dronet_keras
+    model, info = dronet_keras(args.json, args.weights)
+    model.save(args.out, info=info)
+    print(f"wrote {args.out} (dronet, converted from {args.weights})")
+    return 0
+
+
+def train(args) -> int:
+    from ..training.dronet import DroNetTrainConfig, train_dronet
+    overrides = {k: v for k, v in vars(args).items()
+                 if k in DroNetTrainConfig.__dataclass_fields__ and v is not None}
+    model = train_dronet(args.data, args.out, DroNetTrainConfig(**overrides), device_of(args),
+                         init_weights=args.init)
+    print(f"wrote {args.out}: best validation {model.checkpoint_info.get('validation')}")
+    return 0
+
+
+def evaluate(args) -> int:
+    from ..evaluation.dronet import evaluate_dronet
+    metrics = evaluate_dronet(args.weights, args.data, device_of(args))
+    print_metrics(f"DroNet evaluation of {args.weights} on {', '.join(args.data)}", metrics)
+    write_json(args.json, metrics)
+    return 0
+
+
+def bench(args) -> int:
+    from .. import models
+    from ..bench import bench_model, print_table, synthetic_frames
+    from ..ros.node_base import resolve_weights
+
+    weights = resolve_weights("dronet", args.weights or "")
+    device = device_of(args)
+    frames = synthetic_frames(min(args.frames, 50))
+    frames = (frames * (args.frames // len(frames) + 1))[: args.frames]
+    rows = [{"path": "model (preprocess+forward)", **bench_model(
+        models.load(weights, expected="dronet"), frames, device)}]
+    if not args.no_ros:
+        from rclpy.parameter import Parameter
+        from std_msgs.msg import Float32
+
+        from ..ros.dronet_node import DroNetNode
+        from ..ros.node_path_bench import bench_node_path
+
+        def factory():
+            return DroNetNode(parameter_overrides=[
+                Parameter("weights", value=weights), Parameter("device", value=str(device))])
+        # MultiThreadedExecutor(2) measured ~100x slower here: a short run shows it
+        for executor, count in (("single", args.frames), ("multi", max(10, args.frames // 10))):
+            rows.append({"path": f"node ({executor}-threaded executor)", **bench_node_path(
+                factory, Float32, "/dl_perception/dronet/collision_probability", frames,
+                count, executor_kind=executor)})
+        for row in rows[1:]:
+            row["ratio_to_model"] = row["fps"] / rows[0]["fps"]
+    print(f"DroNet benchmark, 320x240 rgb8 frames, batch 1, device {device}")
+    print_table(rows, ["path", "frames", "fps", "latency_ms_p50", "latency_ms_p99",
+                       "ratio_to_model"])
+    write_json(args.json, {"device": str(device), "rows": rows})
+    return 0
+
+
+def register(verbs) -> None:
+    c = verbs["convert"].add_parser("dronet-keras", help="official DroNet release (Keras JSON + HDF5)")
+    c.add_argument("--json", required=True, help="model_struct.json")
+    c.add_argument("--weights", required=True, help="model_weights.h5")
+    c.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
+    c.set_defaults(func=convert)
+
+    t = verbs["train"].add_parser("dronet", help="DroNet: steering MSE + collision BCE, hard mining")
+    t.add_argument("--data", nargs="+", required=True, help="dataset folder(s)")
+    t.add_argument("--out", required=True, help="output checkpoint")
+    t.add_argument("--init", help="start from this checkpoint")
+    for name, kind in (("epochs", int), ("batch_size", int), ("learning_rate", float),
+                       ("collision_start_epoch", float), ("collision_ramp_epochs", float),
+                       ("hard_mining_start_epoch", float), ("hard_mining_ramp_epochs", float),
+                       ("val_fraction", float), ("seed", int)):
+        t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    add_device_arg(t)
+    t.set_defaults(func=train)
+
+    e = verbs["eval"].add_parser("dronet", help="EVA/RMSE (steering), accuracy/F1/ROC-AUC (collision)")
+    e.add_argument("--weights", required=True)
+    e.add_argument("--data", nargs="+", required=True)
+    e.add_argument("--json", help="also write the metrics here")
+    add_device_arg(e)
+    e.set_defaults(func=evaluate)
+
+    b = verbs["bench"].add_parser("dronet", help="model alone vs. through the ROS node")
+    b.add_argument("--weights", help="checkpoint (default: the shipped one)")
+    b.add_argument("--frames", type=int, default=200)
+    b.add_argument("--no-ros", action="store_true", help="model only")
+    b.add_argument("--json")
+    add_device_arg(b)
+    b.set_defaults(func=bench)

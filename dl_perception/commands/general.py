@@ -1,0 +1,46 @@
+"""launch, info, demo."""
+from __future__ import annotations
+
+import json
+
+
+def launch(args) -> int:
+    from ..ros.launcher import launch as run_launch
+    return run_launch(args.config, only=args.nodes.split(",") if args.nodes else None,
+                      executor=args.executor, duration=args.duration, ros_args=args.ros_args)
+
+
+def info(args) -> int:
+    from ..checkpoint import load_checkpoint
+    checkpoint = load_checkpoint(args.checkpoint)
+    count = sum(t.numel() for t in checkpoint.state_dict.values() if t.is_floating_point())
+    print(json.dumps({"model": checkpoint.model, "float_values": count,
+                      "config": checkpoint.config, "preprocessing": checkpoint.preprocessing,
+                      "info": checkpoint.info}, indent=2))
+    return 0
+
+
+def demo(args) -> int:
+    from ..demo import run_demo
+    return run_demo(args.out, args.duration, args.weights)
+
+
+def register(verbs) -> None:
+    top = verbs["top"]
+    p = top.add_parser("launch", help="start the nodes a ROS parameters YAML configures",
+                       epilog="ROS arguments go after '--', e.g. -- -r /camera/image_raw:=/cam")
+    p.add_argument("config", help="ROS 2 parameters file, e.g. config/perception.yaml")
+    p.add_argument("--nodes", help="comma-separated subset of the configured nodes")
+    p.add_argument("--executor", choices=("single", "multi"), default="single")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.set_defaults(func=launch)
+
+    p = top.add_parser("info", help="print what a checkpoint holds")
+    p.add_argument("checkpoint")
+    p.set_defaults(func=info)
+
+    p = top.add_parser("demo", help="run the stack on the built-in source and show the results")
+    p.add_argument("--out", default="demo_output")
+    p.add_argument("--duration", type=float, default=20.0, help="seconds of flight")
+    p.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")
+    p.set_defaults(func=demo)
