@@ -39,6 +39,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/gazebo/worlds", glob("gazebo/worlds/*.sdf")),
+        (f"share/{PACKAGE}/gazebo/models/dl_perception_drone",
+         glob("gazebo/models/dl_perception_drone/*")),
     ],
     install_requires=[
         # CPU wheel on machines without a GPU; see README for CUDA builds.

@@ -181,7 +181,8 @@ class SimNode(Node):
         self.frames_published += 1
 
     def destroy_node(self) -> None:
-        self.sim.close()
+        if getattr(self, "sim", None) is not None:  # absent when the start-up failed
+            self.sim.close()
         super().destroy_node()
 
 
