@@ -85,3 +85,18 @@ def test_bench_sim_reports_publish_rate_and_ratio():
     assert render["fps"] > 0 and node["fps"] > 0
     assert node["ratio_to_render"] == pytest.approx(node["fps"] / render["fps"], rel=1e-6)
     assert node["received_rgb"] > 0 and node["received_depth"] > 0
+
+
+def test_sim_command_runs_the_node_and_refuses_bad_parameters():
+    import os
+    import subprocess
+    import sys
+    bin_dir = os.path.dirname(sys.executable)
+    result = subprocess.run([os.path.join(bin_dir, "dl-perception"), "sim", "--world-seed", "2",
+                             "--duration", "3", "--", "-p", "real_time_factor:=2.0"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "world 2 (day)" in result.stderr + result.stdout
+    result = subprocess.run([os.path.join(bin_dir, "sim_node"), "--ros-args", "-p",
+                             "world_size:=5.0"], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "error:" in result.stderr and "world_size" in result.stderr
