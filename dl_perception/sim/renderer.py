@@ -130,6 +130,7 @@ class Renderer:
         """Take the scene from `data` and submit the render; `finish()` reads it back. The
         caller may change `data` in between (the GL driver rasterises meanwhile)."""
         mujoco = self._mujoco
+        self._context.make_current()  # several renderers may share a thread
         mujoco.mj_camlight(self.model, data)
         mujoco.mjv_updateScene(self.model, data, self._option, None, self._camera,
                                mujoco.mjtCatBit.mjCAT_ALL, self._scene)
