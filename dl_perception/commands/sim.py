@@ -127,7 +127,7 @@ def register(verbs) -> None:
         "closed-loop", help="distance flown before the first collision: expert, DroNet, straight")
     e.add_argument("--seeds", default="1000-1004", help="world seeds, e.g. 1000-1004")
     e.add_argument("--cap", type=float, default=300.0, help="distance cap (m)")
-    e.add_argument("--max-time", dest="max_time", type=float, default=400.0,
+    e.add_argument("--max-time", dest="max_time", type=float, default=300.0,
                    help="simulated seconds per flight")
     e.add_argument("--preset", choices=("day", "dusk", "changed"), default="day")
     e.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")

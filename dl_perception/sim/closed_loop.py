@@ -7,8 +7,9 @@ Policies, all from the same start pose (the route's first crossing, facing along
   real DroNet control law (dl_perception/control.py) at control_rate_hz, as dronet_node and
   dronet_control_node do in ROS.
 - straight: fly forward at the DroNet controller's top speed, never turn (the lower baseline).
-A flight ends at the first collision, at `cap_m` metres, or after `max_time_s` simulated seconds
-(a policy that hovers in place is not rewarded).
+A flight ends at the first collision, at `cap_m` metres, after `max_time_s` simulated seconds,
+or when it stalls (less than `stall_m` flown in the last `stall_s` simulated seconds: a policy
+that hovers in place gets no further, and the evaluation need not wait for the time limit).
 """
 from __future__ import annotations
 
@@ -30,7 +31,9 @@ POLICIES = ("expert", "dronet", "straight")
 class ClosedLoopConfig:
     seeds: list[int]
     cap_m: float = 300.0
-    max_time_s: float = 400.0
+    max_time_s: float = 300.0
+    stall_s: float = 30.0
+    stall_m: float = 1.0
     preset: str = "day"
     route: str = "loop"
     weights: str | None = None
@@ -79,8 +82,15 @@ def fly(sim: Simulator, policy: str, cfg: ClosedLoopConfig, dronet: DroNetPolicy
     expert = ExpertAutopilot(sim) if policy == "expert" else None
     if dronet is not None:
         dronet.controller.reset()
-    step, collided = 0, False
+    step, collided, stalled = 0, False, False
+    history: list[tuple[float, float]] = []  # (time, distance) once per simulated second
     while sim.distance < cfg.cap_m and sim.time < cfg.max_time_s:
+        if step % int(round(cfg.physics_rate_hz)) == 0:
+            history.append((sim.time, sim.distance))
+            past = [d for t, d in history if t <= sim.time - cfg.stall_s]
+            if past and sim.distance - past[-1] < cfg.stall_m:
+                stalled = True
+                break
         if dronet is not None and step % frame_every == 0:
             rgb, _ = sim.render()
             dronet.perceive(rgb, sim.time)
@@ -99,7 +109,7 @@ def fly(sim: Simulator, policy: str, cfg: ClosedLoopConfig, dronet: DroNetPolicy
             break
         step += 1
     return {"distance_m": min(sim.distance, cfg.cap_m), "collided": collided,
-            "time_s": round(sim.time, 2)}
+            "stalled": stalled, "time_s": round(sim.time, 2)}
 
 
 def evaluate_closed_loop(cfg: ClosedLoopConfig, log=print) -> dict:
@@ -122,7 +132,7 @@ def evaluate_closed_loop(cfg: ClosedLoopConfig, log=print) -> dict:
                 flight = fly(sim, policy, cfg, dronet if policy == "dronet" else None)
                 flights[policy].append({"seed": seed, **flight})
                 log(f"world {seed} {policy:8s} {flight['distance_m']:6.1f} m in "
-                    f"{flight['time_s']:5.1f} s, {'collided' if flight['collided'] else 'no collision'}"
+                    f"{flight['time_s']:5.1f} s, {'collided' if flight['collided'] else 'stalled' if flight['stalled'] else 'no collision'}"
                     f" ({time.monotonic() - started:.0f} s)")
         finally:
             sim.close()
