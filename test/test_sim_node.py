@@ -100,3 +100,18 @@ def test_sim_command_runs_the_node_and_refuses_bad_parameters():
     result = subprocess.run([os.path.join(bin_dir, "sim_node"), "--ros-args", "-p",
                              "world_size:=5.0"], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1 and "error:" in result.stderr and "world_size" in result.stderr
+
+
+def test_sim_launch_config_starts_the_simulator_with_dronet():
+    import os
+
+    import yaml
+
+    from dl_perception.paths import REPO_DIR
+    from dl_perception.ros.launcher import configured_nodes
+    path = os.path.join(REPO_DIR, "config", "sim.yaml")
+    assert configured_nodes(path) == ["sim_node", "dronet_node", "dronet_control_node"]
+    config = yaml.safe_load(open(path))
+    for node in ("dronet_node", "dronet_control_node"):
+        assert config[node]["ros__parameters"]["use_sim_time"] is True
+    assert "use_sim_time" not in config["sim_node"]["ros__parameters"]
