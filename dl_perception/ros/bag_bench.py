@@ -1,0 +1,124 @@
+"""`dl-perception bench replay`: how closely `replay` keeps the bag's timing at rate 1, measured
+by a subscriber in the same run (receive time against the bag's own timestamps), and what
+publishing the stored CDR bytes saves over deserialising every message first."""
+from __future__ import annotations
+
+import os
+import tempfile
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from rclpy.serialization import deserialize_message
+
+from ..bags import BagReader
+from ..bags.bench import synthetic_bag
+from .messages import message_class
+from .replay import BagPlayer, ReplayOptions
+
+IMAGE_TOPIC, VALUE_TOPIC = "/camera/image_raw", "/bench/value"
+
+
+def _percentiles(errors_s) -> dict:
+    errors = np.abs(np.asarray(errors_s)) * 1e3
+    if errors.size == 0:
+        return {"error_ms_p50": None, "error_ms_p95": None, "error_ms_max": None}
+    return {"error_ms_p50": float(np.percentile(errors, 50)),
+            "error_ms_p95": float(np.percentile(errors, 95)), "error_ms_max": float(errors.max())}
+
+
+def _timing(node, reader: BagReader, duration: float) -> list[dict]:
+    """Play at rate 1 in a thread; the subscriber (this thread) notes each receive time. The error
+    of a message is its receive time minus the time the bag schedules it for: the player's
+    start plus its log time's offset from the bag's start (transport latency included)."""
+    received = []  # (topic, log time, receive time)
+    topics = list(reader.topics)
+    for topic in topics:
+        node.create_subscription(
+            message_class(reader.topics[topic].msgtype), topic,
+            lambda data, topic=topic: received.append((topic, time.monotonic())),
+            QoSProfile(depth=1000), raw=True)
+    player = BagPlayer(node, reader, ReplayOptions(reader.path, duration=duration, delay=1.5,
+                                                   clock_rate=0))
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    outcome = {}
+
+    def play():
+        try:
+            outcome["report"] = player.play()
+        except Exception as error:  # re-raised below, in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=play, daemon=True)
+    thread.start()
+    while thread.is_alive():
+        executor.spin_once(timeout_sec=0.01)
+    if "error" in outcome:
+        raise outcome["error"]
+    end = time.monotonic() + 0.5
+    while time.monotonic() < end:
+        executor.spin_once(timeout_sec=0.01)
+    executor.remove_node(node)
+    sent = [(m.topic, m.log_time) for m in reader.messages(
+        topics, reader.start_ns, reader.start_ns + int(duration * 1e9))]
+    # reliable and in order per topic: the k-th message received on a topic is its k-th sent
+    logs = {t: [log for topic, log in sent if topic == t] for t in topics}
+    errors = {}
+    for topic in topics:
+        receive_times = [at for name, at in received if name == topic]
+        errors[topic] = [at - player.origin_wall - (log - player.origin_bag) / 1e9
+                         for log, at in zip(logs[topic], receive_times)]
+    rows = [{"topic": t, "messages": len(logs[t]), "received": len(errors[t]),
+             **_percentiles(errors[t])} for t in topics]
+    rows.append({"topic": "all", "messages": len(sent),
+                 "received": sum(len(e) for e in errors.values()),
+                 **_percentiles([e for values in errors.values() for e in values])})
+    return rows
+
+
+def _throughput(node, reader: BagReader, count: int = 300) -> list[dict]:
+    """Publish the bag's images as fast as possible: stored bytes vs deserialise-then-publish."""
+    messages = [m.data for m in reader.messages([IMAGE_TOPIC])][:count]
+    cls = message_class(reader.topics[IMAGE_TOPIC].msgtype)
+    profile = QoSProfile(depth=10, reliability=ReliabilityPolicy.BEST_EFFORT)
+    publisher = node.create_publisher(cls, "/bench/throughput", profile)
+    node.create_subscription(cls, "/bench/throughput", lambda _: None, profile, raw=True)
+    rows = []
+    for path, publish in (
+            ("raw CDR bytes (replay)", lambda data: publisher.publish(data)),
+            ("deserialise, then publish", lambda data: publisher.publish(
+                deserialize_message(data, cls)))):
+        started = time.perf_counter()
+        for index in range(count):
+            publish(messages[index % len(messages)])
+        elapsed = time.perf_counter() - started
+        rows.append({"path": path, "messages": count, "msgs_per_s": count / elapsed})
+    for row in rows:
+        row["ratio_to_raw"] = row["msgs_per_s"] / rows[0]["msgs_per_s"]
+    return rows
+
+
+def bench_replay(duration: float = 5.0, bag: str | None = None, ros_args=None) -> dict:
+    with tempfile.TemporaryDirectory() as folder:
+        if bag is None:
+            bag = os.path.join(folder, "bench_bag")
+            synthetic_bag(bag, int(duration * 30), image_hz=30.0, value_hz=200.0,
+                          value_topic=VALUE_TOPIC)
+            source = "a synthetic bag (320x240 images at 30 Hz, Float32 at 200 Hz)"
+        else:
+            source = bag
+        rclpy.init(args=["dl-perception", "--ros-args", *(ros_args or [])])
+        try:
+            with BagReader(bag) as reader:
+                node = rclpy.create_node("bench_replay")
+                timing = _timing(node, reader, duration)
+                throughput = _throughput(node, reader) if IMAGE_TOPIC in reader.topics else []
+                node.destroy_node()
+        finally:
+            rclpy.try_shutdown()
+    return {"source": source, "duration_s": duration, "timing": timing,
+            "throughput": throughput}
