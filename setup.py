@@ -47,10 +47,11 @@ setup(
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
+        "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "mcap>=1.1"],  # mcap: an independent reader for written bags
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]
