@@ -42,7 +42,9 @@ class ProcessResult:
     outputs: Counter = field(default_factory=Counter)  # topic -> messages written
     output_types: dict = field(default_factory=dict)
     copied: Counter = field(default_factory=Counter)
+    copied_types: dict = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)  # what was skipped, and why
+    frame_times_s: list = field(default_factory=list)  # wall time of each input frame's turn
     elapsed_s: float = 0.0
     fault: BagReadError | None = None
 
@@ -157,6 +159,7 @@ def _run(reader, writer, runs, by_topic, copies, result, progress, note) -> None
     for topic in sorted(copies):
         info = reader.topics[topic]
         writer.add_connection(topic, info.msgtype, qos=info.qos, typestore=reader.typestore)
+        result.copied_types[topic] = info.msgtype
     drops_listed = 0
 
     def drop_note(text: str) -> None:  # list the first drops, count the rest
@@ -165,6 +168,7 @@ def _run(reader, writer, runs, by_topic, copies, result, progress, note) -> None
         if drops_listed <= 10:
             note(text + ("" if drops_listed < 10 else "; further drops are only counted"))
 
+    last = time.perf_counter()
     try:
         for message in reader.messages(set(by_topic) | copies):
             if message.topic in copies:
@@ -173,6 +177,9 @@ def _run(reader, writer, runs, by_topic, copies, result, progress, note) -> None
                 result.frames += 1
                 _process_frame(reader, message, by_topic[message.topic], writer, drop_note)
                 progress.update(result.frames)
+                now = time.perf_counter()
+                result.frame_times_s.append(now - last)  # reading and writing included
+                last = now
     except BagReadError as fault:
         result.fault = fault
     finally:

@@ -34,7 +34,8 @@ def print_process_result(result) -> None:
                                 "processing_ms_p50"])
     rows = [{"topic": t, "type": result.output_types[t], "messages": n}
             for t, n in result.outputs.items()]
-    rows += [{"topic": f"{t} (copied)", "type": "", "messages": n} for t, n in result.copied.items()]
+    rows += [{"topic": f"{t} (copied)", "type": result.copied_types[t], "messages": n}
+             for t, n in result.copied.items()]
     print_table(rows, ["topic", "type", "messages"])
     written = sum(result.outputs.values()) + sum(result.copied.values())
     print(f"processed {result.frames} frames in {result.elapsed_s:.2f} s "
@@ -82,11 +83,15 @@ def bag_from_images(args) -> int:
 def bench_process(args) -> int:
     from ..bags.bench import bench_process as run
     from ..bench import print_table
+    if args.threads:
+        import torch
+        torch.set_num_threads(args.threads)
     report = run(frames=args.frames, weights=args.weights, device=args.device, bag=args.bag,
                  rounds=args.rounds)
     print(f"process vs model alone, DroNet, {report['frames']} frames of {report['source']}, "
-          f"device {report['device']} (best of {args.rounds} rounds)")
-    print_table(report["rows"], ["path", "frames", "fps", "ratio_to_model"])
+          f"device {report['device']}, {report['threads']} torch threads, {args.rounds} rounds")
+    print_table(report["rows"], ["path", "frames", "fps", "frame_ms_p50", "fps_at_p50",
+                                 "ratio_to_model"])
     write_json(args.json, report)
     return 0
 
@@ -190,6 +195,7 @@ def register(verbs) -> None:
     b.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")
     b.add_argument("--device", default="cpu")
     b.add_argument("--rounds", type=int, default=3)
+    b.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     b.add_argument("--json")
     b.set_defaults(func=bench_process)
 

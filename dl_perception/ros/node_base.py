@@ -183,7 +183,8 @@ class ProcessorNode(ModelNode):
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        self.processor = self.processor_class(self.model, self.device)
+        params = {p.name: self.params[p.name] for p in common_params() + self.extra_params}
+        self.processor = self.processor_class(self.model, self.device, params)
         self._output_publishers = {
             topic: self.create_publisher(message_class(msgtype), topic, 10)
             for topic, msgtype in self.processor.outputs.items()}

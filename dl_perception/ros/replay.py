@@ -18,6 +18,7 @@ import numpy as np
 import rclpy
 import yaml
 from builtin_interfaces.msg import Time
+from rclpy.duration import Duration
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import QosDurability, QosReliability
@@ -36,6 +37,7 @@ QOS_KEYS = {
     "history": {"keep_last": HistoryPolicy.KEEP_LAST, "keep_all": HistoryPolicy.KEEP_ALL},
 }
 DEFAULT_DEPTH = 10
+ACK_TIMEOUT_S = 5.0  # at the end, how long reliable subscribers get to acknowledge
 
 
 @dataclass
@@ -205,8 +207,20 @@ class BagPlayer:
                     break
         except BagReadError as fault:
             report.fault = fault
+        finally:
+            self._flush()
         report.elapsed_s = time.monotonic() - begun
         return report
+
+    def _flush(self) -> None:
+        """Let reliable subscribers acknowledge the last messages before the publishers go
+        (a large image still in flight would otherwise be lost when the player exits)."""
+        if not rclpy.ok(context=self.node.context):  # stopped by a signal: nothing to wait for
+            return
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        for topic in self.topics.values():
+            remaining = max(0.0, deadline - time.monotonic())
+            topic.publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
 
     def _play_once(self, start: int, stop: int | None, report: PlayReport) -> bool:
         for message in self.reader.messages(self.topics, start, stop):
