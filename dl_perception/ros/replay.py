@@ -173,14 +173,16 @@ class BagPlayer:
         sec, nanosec = divmod(bag_ns, 1_000_000_000)
         self.clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
 
-    def _wait_until(self, target: float) -> bool:
-        """Sleep until `target` (monotonic s), keeping /clock going. False when stopped."""
+    def _wait_until(self, target: float, bag_limit: int) -> bool:
+        """Sleep until `target` (monotonic s), keeping /clock going but never past `bag_limit`
+        (the next message's log time: late wake-ups must not put the clock ahead of messages
+        still to come). False when stopped."""
         while True:
             now = time.monotonic()
             if self.stop_event.is_set() or not rclpy.ok(context=self.node.context):
                 return False
             if self.clock is not None and now >= self._next_clock:
-                self._publish_clock(self._bag_time(now))
+                self._publish_clock(min(self._bag_time(now), bag_limit))
                 self._next_clock = max(self._next_clock + self._clock_period, now)
             if target <= now:
                 return True
@@ -200,7 +202,7 @@ class BagPlayer:
             while True:
                 self.origin_bag, self.origin_wall = start, time.monotonic() + self.options.delay
                 self._next_clock = time.monotonic() if self.clock else float("inf")
-                if not self._wait_until(self.origin_wall) or not self._play_once(
+                if not self._wait_until(self.origin_wall, start) or not self._play_once(
                         start, stop, report):
                     break
                 if not self.options.loop:
@@ -225,7 +227,7 @@ class BagPlayer:
     def _play_once(self, start: int, stop: int | None, report: PlayReport) -> bool:
         for message in self.reader.messages(self.topics, start, stop):
             target = self.origin_wall + (message.log_time - start) / 1e9 / self.options.rate
-            if not self._wait_until(target):
+            if not self._wait_until(target, message.log_time):
                 return False
             topic = self.topics[message.topic]
             try:
