@@ -100,8 +100,9 @@ def bench_replay(args) -> int:
     from ..bench import print_table
     from ..ros.bag_bench import bench_replay as run
     report = run(duration=args.duration, bag=args.bag, ros_args=args.ros_args)
-    print(f"replay timing at rate 1.0 over {report['duration_s']:.1f} s of "
-          f"{report['source']}: error of the receive time against the bag's own timestamps")
+    print(f"replay timing at rate 1.0 over {report['duration_s']:.1f} s of {report['source']}, "
+          f"player in its own process: |receive time - the time the bag's timestamps "
+          f"schedule|")
     print_table(report["timing"], ["topic", "messages", "received", "error_ms_p50",
                                    "error_ms_p95", "error_ms_max"])
     print("publishing as fast as possible, one subscriber in the same process")

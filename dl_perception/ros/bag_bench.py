@@ -3,9 +3,9 @@ by a subscriber in the same run (receive time against the bag's own timestamps),
 publishing the stored CDR bytes saves over deserialising every message first."""
 from __future__ import annotations
 
+import multiprocessing
 import os
 import tempfile
-import threading
 import time
 
 import numpy as np
@@ -30,35 +30,47 @@ def _percentiles(errors_s) -> dict:
             "error_ms_p95": float(np.percentile(errors, 95)), "error_ms_max": float(errors.max())}
 
 
+def _play(bag: str, duration: float, results) -> None:
+    """The player process: `replay` as it runs on its own, reporting where its schedule began."""
+    rclpy.init(args=["dl-perception", "--ros-args"])
+    try:
+        node = rclpy.create_node("bench_player")
+        with BagReader(bag) as reader:
+            player = BagPlayer(node, reader, ReplayOptions(bag, duration=duration, delay=2.5,
+                                                           clock_rate=0))
+            report = player.play()
+        results.put((player.origin_wall, player.origin_bag,
+                     None if report.fault is None else str(report.fault)))
+    except Exception as error:  # reported in the benchmark's process
+        results.put((None, None, repr(error)))
+    finally:
+        rclpy.try_shutdown()
+
+
 def _timing(node, reader: BagReader, duration: float) -> list[dict]:
-    """Play at rate 1 in a thread; the subscriber (this thread) notes each receive time. The error
-    of a message is its receive time minus the time the bag schedules it for: the player's
-    start plus its log time's offset from the bag's start (transport latency included)."""
-    received = []  # (topic, log time, receive time)
+    """Play at rate 1 in a player process of its own, as `replay` runs; the subscriber (this
+    process) notes each receive time. The error of a message is its receive time minus the time
+    the bag schedules it for: the player's start plus its log time's offset from the bag's start
+    (transport latency included; both processes read the same monotonic clock)."""
+    received = []  # (topic, receive time)
     topics = list(reader.topics)
     for topic in topics:
         node.create_subscription(
             message_class(reader.topics[topic].msgtype), topic,
             lambda data, topic=topic: received.append((topic, time.monotonic())),
             QoSProfile(depth=1000), raw=True)
-    player = BagPlayer(node, reader, ReplayOptions(reader.path, duration=duration, delay=1.5,
-                                                   clock_rate=0))
     executor = SingleThreadedExecutor()
     executor.add_node(node)
-    outcome = {}
-
-    def play():
-        try:
-            outcome["report"] = player.play()
-        except Exception as error:  # re-raised below, in the caller's thread
-            outcome["error"] = error
-
-    thread = threading.Thread(target=play, daemon=True)
-    thread.start()
-    while thread.is_alive():
+    context = multiprocessing.get_context("spawn")  # a fresh interpreter, no inherited rclpy
+    results = context.Queue()
+    process = context.Process(target=_play, args=(str(reader.path), duration, results))
+    process.start()
+    while process.is_alive() and results.empty():
         executor.spin_once(timeout_sec=0.01)
-    if "error" in outcome:
-        raise outcome["error"]
+    origin_wall, origin_bag, problem = results.get(timeout=60)
+    process.join(10)
+    if origin_wall is None or problem:
+        raise RuntimeError(f"player failed: {problem}")
     end = time.monotonic() + 0.5
     while time.monotonic() < end:
         executor.spin_once(timeout_sec=0.01)
@@ -70,7 +82,7 @@ def _timing(node, reader: BagReader, duration: float) -> list[dict]:
     errors = {}
     for topic in topics:
         receive_times = [at for name, at in received if name == topic]
-        errors[topic] = [at - player.origin_wall - (log - player.origin_bag) / 1e9
+        errors[topic] = [at - origin_wall - (log - origin_bag) / 1e9
                          for log, at in zip(logs[topic], receive_times)]
     rows = [{"topic": t, "messages": len(logs[t]), "received": len(errors[t]),
              **_percentiles(errors[t])} for t in topics]
