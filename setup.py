@@ -52,11 +52,11 @@ setup(
         "h5py>=3.8",
         "PyYAML>=6.0",
         "mujoco>=3.2",
-        "rosbags>=0.10",
+        "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "mcap>=1.1"],  # mcap: an independent reader for written bags
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]

@@ -46,6 +46,7 @@ def test_wheel_installs_launch_config_and_index(repo_dir, tmp_path):
     for expected in ("share/dl_perception/package.xml",
                      "share/dl_perception/launch/perception.launch.py",
                      "share/dl_perception/launch/dronet.launch.py",
+                     "share/dl_perception/launch/replay.launch.py",
                      "share/dl_perception/config/perception.yaml",
                      "share/dl_perception/config/ros_gz_bridge.yaml",
                      "share/dl_perception/launch/gazebo.launch.py",
