@@ -22,6 +22,8 @@ NODES = {
     "dronet_node": "dl_perception.ros.dronet_node:main",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
+    "lift_node": "dl_perception.ros.lift_node:main",
+    "vo_node": "dl_perception.ros.vo_node:main",
 }
 
 setup(
@@ -47,6 +49,7 @@ setup(
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
+        "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
     ],
     extras_require={
         "ros": ROS_WHEELS,

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .geometry import invert
+from .geometry import OPTICAL_TO_BODY, invert
 from .matching import mutual_nearest_neighbours
 
 
@@ -306,3 +306,11 @@ class MonocularVO:
         self.recent_steps = []
         self.keyframe = self._new_keyframe(features, pose, None, points)
         return VOResult(pose.copy(), "keyframe", len(pairs), len(points), self.metric)
+
+
+def body_pose(T_world_camera: np.ndarray) -> np.ndarray:
+    """The optical-frame trajectory in REP-103 body axes: odom = the first camera's body frame
+    (x forward, y left, z up), child = the camera's body frame (camera_link)."""
+    B = np.eye(4)
+    B[:3, :3] = OPTICAL_TO_BODY
+    return B @ T_world_camera @ B.T

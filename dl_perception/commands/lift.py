@@ -10,6 +10,8 @@ def train(args) -> int:
     from ..training.lift import STAGES, LIFTTrainConfig, train_lift
     overrides = {k: v for k, v in vars(args).items()
                  if k in LIFTTrainConfig.__dataclass_fields__ and v is not None}
+    if "image_size" in overrides:
+        overrides["image_size"] = list(overrides["image_size"])
     if args.threads:
         torch.set_num_threads(args.threads)
     stages = tuple(args.stages.split(",")) if args.stages else STAGES
@@ -65,6 +67,8 @@ def register(verbs) -> None:
     t.add_argument("--init", help="start from this checkpoint")
     t.add_argument("--stages", help="comma-separated subset of descriptor,orientation,detector")
     t.add_argument("--threads", type=int, help="torch CPU threads")
+    t.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("W", "H"),
+                   help="size of the training pairs (default 320 240)")
     for name, kind in (("preset", str), ("descriptor_steps", int), ("orientation_steps", int),
                        ("detector_steps", int), ("batch_size", int), ("learning_rate", float),
                        ("margin", float), ("pairs_in_memory", int), ("refresh_every", int),

@@ -6,6 +6,7 @@ runs, SE(3) for metric ones) and RPE (relative pose error over `rpe_delta` frame
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import tempfile
 from dataclasses import dataclass
@@ -60,17 +61,19 @@ def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool
         estimate = file_interface.read_tum_trajectory_file(estimate_tum)
         reference, estimate = sync.associate_trajectories(reference, estimate,
                                                           max_diff=max_time_difference)
-        # before the metrics run: they may crop or transform the trajectories in place
-        positions = reference.positions_xyz.copy()
+        positions = reference.positions_xyz
         path_length = float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum())
-        ape = main_ape.ape(reference, estimate, metrics.PoseRelation.translation_part,
-                           align=True, correct_scale=correct_scale)
+        # evo's metrics may crop or align the trajectories they are given: each gets copies
+        ape = main_ape.ape(copy.deepcopy(reference), copy.deepcopy(estimate),
+                           metrics.PoseRelation.translation_part, align=True,
+                           correct_scale=correct_scale)
         kwargs = dict(delta=min(rpe_delta, max(1, reference.num_poses // 2)),
                       delta_unit=metrics.Unit.frames, all_pairs=False, align=True,
                       correct_scale=correct_scale)
-        rpe_t = main_rpe.rpe(reference, estimate, metrics.PoseRelation.translation_part, **kwargs)
-        rpe_r = main_rpe.rpe(reference, estimate, metrics.PoseRelation.rotation_angle_deg,
-                             **kwargs)
+        rpe_t = main_rpe.rpe(copy.deepcopy(reference), copy.deepcopy(estimate),
+                             metrics.PoseRelation.translation_part, **kwargs)
+        rpe_r = main_rpe.rpe(copy.deepcopy(reference), copy.deepcopy(estimate),
+                             metrics.PoseRelation.rotation_angle_deg, **kwargs)
         return {"poses": int(reference.num_poses), "path_length_m": path_length,
                 "ate_rmse": float(ape.stats["rmse"]), "ate_mean": float(ape.stats["mean"]),
                 "ate_max": float(ape.stats["max"]),

@@ -15,6 +15,8 @@ NODE_CLASSES = {
     "dronet_node": "dl_perception.ros.dronet_node:DroNetNode",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
     "camera_node": "dl_perception.ros.camera_node:CameraNode",
+    "lift_node": "dl_perception.ros.lift_node:LIFTNode",
+    "vo_node": "dl_perception.ros.vo_node:VONode",
 }
 
 
