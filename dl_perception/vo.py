@@ -120,6 +120,7 @@ class MonocularVO:
         self.speed_before_loss = 0.0  # median step before a re-initialisation (up to scale)
         self.frame_count = 0
         self.velocity = np.eye(4)  # last frame-to-frame motion
+        self.last_good_frame = 0
         self.last_reason = ""
 
     # --- helpers ------------------------------------------------------------------------------
@@ -195,11 +196,21 @@ class MonocularVO:
             return False
         return True
 
+    def _coasted_pose(self) -> np.ndarray:
+        """The last good pose moved on at the last velocity over the frames since (otherwise the
+        motion during lost frames would be missing); becomes the pose to restart from."""
+        elapsed = self.frame_count - self.last_good_frame
+        if elapsed > 0:
+            self.pose = self.pose @ np.linalg.matrix_power(self.velocity, elapsed)
+            self.last_good_frame = self.frame_count
+        return self.pose
+
     def _accept(self, pose: np.ndarray) -> None:
         motion = invert(self.pose) @ pose
         self.velocity = motion
         self.recent_steps = (self.recent_steps + [float(np.linalg.norm(motion[:3, 3]))])[-20:]
         self.pose = pose
+        self.last_good_frame = self.frame_count
         self.lost_frames = 0
 
     def _lost(self, features: Features, depth: DepthImage | None, reason: str) -> VOResult:
@@ -207,10 +218,8 @@ class MonocularVO:
         self.losses += 1
         self.last_reason = reason
         if self.lost_frames >= self.config.lost_frames_to_reset:
-            # start again from the last good pose moved on at the recent velocity (the motion
-            # during the lost frames is otherwise missing); scale carries over as well as it can
-            self.pose = self.pose @ np.linalg.matrix_power(self.velocity, self.lost_frames)
-            self.keyframe = self._new_keyframe(features, self.pose, depth)
+            # start again from the last good pose; scale carries over as well as it can
+            self.keyframe = self._new_keyframe(features, self._coasted_pose(), depth)
             if self.recent_steps:
                 self.speed_before_loss = float(np.median(self.recent_steps))
             self.recent_steps = []
@@ -233,7 +242,7 @@ class MonocularVO:
         initialising = len(kf.points) < cfg.min_inliers
         if initialising and len(pairs) < cfg.min_matches:
             # no 3-D points to lose yet: start the two-view initialisation again from here
-            self.keyframe = self._new_keyframe(features, self.pose, depth)
+            self.keyframe = self._new_keyframe(features, self._coasted_pose(), depth)
             return VOResult(None, "initialising", len(pairs), 0, self.metric)
         if len(pairs) < cfg.min_matches:
             return self._lost(features, depth, f"{len(pairs)} matches")
@@ -302,6 +311,7 @@ class MonocularVO:
         if len(points) < cfg.min_inliers:
             return VOResult(None, "initialising", len(pairs), len(points), self.metric)
         self.pose = pose
+        self.last_good_frame = self.frame_count
         self.lost_frames = 0
         self.recent_steps = []
         self.keyframe = self._new_keyframe(features, pose, None, points)
