@@ -153,7 +153,9 @@ class VONode(FrameNode):
             if "u" not in names or "v" not in names or "descriptor" not in names:
                 raise ValueError(f"feature cloud lacks u, v or descriptor fields (has {names})")
             keypoints = np.stack([cloud["u"], cloud["v"]], axis=1).astype(np.float64)
-            descriptors = np.asarray(cloud["descriptor"], dtype=np.float32).reshape(len(cloud), -1)
+            descriptors = np.asarray(cloud["descriptor"], dtype=np.float32)
+            descriptors = descriptors.reshape(len(cloud), -1) if len(cloud) else \
+                np.zeros((0, max(1, descriptors.size)), np.float32)
             finite = np.isfinite(keypoints).all(1) & np.isfinite(descriptors).all(1)
             result = self.vo.process(Features(keypoints[finite], descriptors[finite]), depth)
         except Exception as error:  # one bad message never stops the node
