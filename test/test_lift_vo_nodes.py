@@ -178,3 +178,21 @@ def test_vo_node_odometry_and_tracking_loss(ros, with_depth):
         assert cosine > 0.95
         assert last.pose.covariance[0] > 1e3
     assert math.isfinite(last.twist.twist.linear.x)
+
+
+def test_bench_lift_command(lift_weights, tmp_path):
+    import json
+    import subprocess
+    out = tmp_path / "bench.json"
+    result = subprocess.run(
+        [os.path.join(os.path.dirname(sys.executable), "dl-perception"), "bench", "lift",
+         "--weights", lift_weights, "--frames", "3", "--width", "160", "--height", "120",
+         "--threads", "1", "--device", "cpu", "--json", str(out)],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "keypoints_per_s" in result.stdout and "ratio_to_sift" in result.stdout
+    rows = {row["path"]: row for row in json.loads(out.read_text())["rows"]}
+    assert set(rows) == {"OpenCV SIFT (baseline)", "LIFT model (detect+orient+describe)",
+                         "LIFT detector only", "lift_node (single-threaded executor)"}
+    assert all(row["fps"] > 0 and row["keypoints_per_s"] > 0 for row in rows.values())
+    assert rows["OpenCV SIFT (baseline)"]["ratio_to_sift"] == 1.0
