@@ -48,10 +48,12 @@ class LIFTConfig:
     descriptor_channels: list = field(default_factory=lambda: [32, 64, 128])
     descriptor_dim: int = 128
     # run-time detection defaults (lift_node parameters override them)
-    scales: list = field(default_factory=lambda: [2 ** (i / 2) for i in range(7)])
+    # factor 0.5 = the image upsampled twice (as SIFT's first octave): keypoints that shrink in
+    # another view under zoom are still found
+    scales: list = field(default_factory=lambda: [2 ** (i / 2) for i in range(-2, 7)])
     max_keypoints: int = 1000
     score_threshold: float = 0.0
-    nms_radius: int = 2  # pixels of the pyramid level
+    nms_radius: int = 3  # pixels of the pyramid level
     min_contrast: float = 0.01  # local std (0..1 intensities) below which nothing is detected
     border: int = 8  # pixels of the input image kept free of keypoints
 
@@ -159,6 +161,25 @@ class Detector(nn.Module):
         super().__init__()
         self.conv = nn.Conv2d(1, config.ghh_sum * config.ghh_max, config.detector_filter)
         self.ghh = GHH(config.ghh_sum, config.ghh_max)
+        self._init_rotation_symmetric(config.detector_sigma)
+
+    @torch.no_grad()
+    def _init_rotation_symmetric(self, sigma: float) -> None:
+        """Start from random mixtures of centred Gaussians (difference-of-Gaussians-like,
+        zero mean): responses that turn with the image, so training starts from a detector whose
+        maxima are repeatable under rotation instead of from arbitrary filters."""
+        size = self.conv.kernel_size[0]
+        coords = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+        radius2 = coords[None, :] ** 2 + coords[:, None] ** 2
+        widths = sigma * torch.tensor([0.5, 0.71, 1.0, 1.41, 2.0])
+        bases = torch.exp(-radius2[None] / (2 * widths[:, None, None] ** 2))
+        bases = bases / bases.sum(dim=(1, 2), keepdim=True)
+        mix = torch.randn(self.conv.out_channels, len(widths))
+        kernels = torch.einsum("ok,kij->oij", mix, bases)
+        kernels = kernels - kernels.mean(dim=(1, 2), keepdim=True)
+        kernels = kernels / kernels.flatten(1).norm(dim=1)[:, None, None]
+        self.conv.weight.copy_(kernels[:, None])
+        self.conv.bias.zero_()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.ghh(self.conv(x))
@@ -260,6 +281,28 @@ def soft_argmax(scores: torch.Tensor, strength: float) -> tuple[torch.Tensor, to
     x = (weights * xs.reshape(1, -1)).sum(1)
     y = (weights * ys.reshape(1, -1)).sum(1)
     return torch.stack([x, y], dim=1), (weights * flat).sum(1)
+
+
+def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
+    """Offsets (-0.5..0.5) of the maxima at (yy, xx) from a parabola through each one and its two
+    neighbours along x and along y; a coarse pyramid level would otherwise quantise keypoint
+    positions to its pixel size."""
+    height, width = score.shape
+    finite = torch.where(torch.isfinite(score), score, torch.zeros_like(score))
+
+    def offset(minus, centre, plus):
+        curvature = minus - 2 * centre + plus
+        value = 0.5 * (minus - plus) / torch.where(curvature < 0, curvature, -torch.ones_like(curvature))
+        usable = (curvature < 0)
+        return torch.where(usable, value.clamp(-0.5, 0.5), torch.zeros_like(value))
+    centre = finite[yy, xx]
+    xm, xp = (xx - 1).clamp(0, width - 1), (xx + 1).clamp(0, width - 1)
+    ym, yp = (yy - 1).clamp(0, height - 1), (yy + 1).clamp(0, height - 1)
+    ok_x = torch.isfinite(score[yy, xm]) & torch.isfinite(score[yy, xp])
+    ok_y = torch.isfinite(score[ym, xx]) & torch.isfinite(score[yp, xx])
+    sub_x = torch.where(ok_x, offset(finite[yy, xm], centre, finite[yy, xp]), torch.zeros_like(centre))
+    sub_y = torch.where(ok_y, offset(finite[ym, xx], centre, finite[yp, xx]), torch.zeros_like(centre))
+    return sub_x, sub_y
 
 
 class LIFT(PerceptionModel):
@@ -369,9 +412,10 @@ class LIFT(PerceptionModel):
             yy, xx = torch.nonzero(keep, as_tuple=True)
             if len(yy) == 0:
                 continue
+            sub_x, sub_y = _subpixel(score, yy, xx)
             # level pixel centres -> input pixel coordinates
-            keypoints.append(torch.stack([(xx.to(image.dtype) + 0.5) * fx - 0.5,
-                                          (yy.to(image.dtype) + 0.5) * fy - 0.5], dim=1))
+            keypoints.append(torch.stack([(xx.to(image.dtype) + sub_x + 0.5) * fx - 0.5,
+                                          (yy.to(image.dtype) + sub_y + 0.5) * fy - 0.5], dim=1))
             sigmas.append(torch.full((len(yy),), self.config.detector_sigma * math.sqrt(fx * fy),
                                      dtype=image.dtype, device=image.device))
             scores.append(score[yy, xx])

@@ -60,9 +60,9 @@ class LIFTNode(ModelNode):
     extra_params = [
         Param("max_keypoints", 500, "keypoints per frame (strongest first)", low=1, high=100000),
         Param("score_threshold", 0.0, "minimum detector score", low=-1e6, high=1e6),
-        Param("nms_radius", 2, "non-maximum suppression radius (pixels of each scale level)",
+        Param("nms_radius", 3, "non-maximum suppression radius (pixels of each scale level)",
               low=1, high=64),
-        Param("scales", [2 ** (i / 2) for i in range(7)],
+        Param("scales", [2 ** (i / 2) for i in range(-2, 7)],
               "image downsampling factors the detector runs at (keypoint sigma = 2 px x factor)",
               validator=_positive_list),
         Param("publish_overlay", False, "also publish the frame with keypoints drawn on "

@@ -487,12 +487,15 @@ def descriptor_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConf
                     rng: torch.Generator | None = None):
     n = len(batch["pair"])
     base = (torch.rand(n, generator=rng, device=batch["sigma_a"].device) * 2 - 1) * math.pi
-    jitter = torch.randn(n, generator=rng, device=base.device)
-    sigma_b = batch["sigma_b"] * torch.exp(0.1 * jitter)
-    angle_b = base + batch["rotation"] + 0.05 * torch.randn(n, generator=rng, device=base.device)
+    # the imprecision of run-time keypoints: scale quantised to the pyramid's sqrt(2) steps,
+    # position to about a pixel of the level, orientation to a few degrees
+    sigma_b = batch["sigma_b"] * 2.0 ** ((torch.rand(n, generator=rng, device=base.device) - 0.5) / 2)
+    point_b = batch["point_b"] + 0.1 * sigma_b[:, None] * torch.randn(
+        n, 2, generator=rng, device=base.device)
+    angle_b = base + batch["rotation"] + 0.1 * torch.randn(n, generator=rng, device=base.device)
     anchor = model.describe(bank.pyramid_a, batch["point_a"], batch["sigma_a"], base,
                             batch["pair"])
-    positive = model.describe(bank.pyramid_b, batch["point_b"], sigma_b, angle_b, batch["pair"])
+    positive = model.describe(bank.pyramid_b, point_b, sigma_b, angle_b, batch["pair"])
     return descriptor_loss(anchor, positive, cfg.margin, _same_point(batch))
 
 
