@@ -23,6 +23,8 @@ NODES = {
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
     "sim_node": "dl_perception.ros.sim_node:main",
+    "lift_node": "dl_perception.ros.lift_node:main",
+    "vo_node": "dl_perception.ros.vo_node:main",
 }
 
 setup(
@@ -53,6 +55,7 @@ setup(
         "PyYAML>=6.0",
         "mujoco>=3.2",
         "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
+        "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
     ],
     extras_require={
         "ros": ROS_WHEELS,

@@ -47,3 +47,22 @@ def _fmt(value) -> str:
     if isinstance(value, float):
         return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
     return "-" if value is None else str(value)
+
+
+def bench_features(extract, frames: list[DecodedImage], warmup: int = 2) -> dict:
+    """Frames/s and keypoints/s of a feature extractor (`extract(frame) -> number of keypoints`),
+    frame after frame."""
+    latencies, counts = [], []
+    for index, frame in enumerate(frames[:warmup] + frames):
+        started = time.perf_counter()
+        count = extract(frame)
+        if index >= warmup:
+            latencies.append(time.perf_counter() - started)
+            counts.append(count)
+    total = float(np.sum(latencies))
+    array = np.asarray(latencies) * 1e3
+    return {"frames": len(frames), "fps": len(frames) / total,
+            "keypoints_per_frame": float(np.mean(counts)),
+            "keypoints_per_s": float(np.sum(counts) / total),
+            "latency_ms_p50": float(np.percentile(array, 50)),
+            "latency_ms_p99": float(np.percentile(array, 99))}

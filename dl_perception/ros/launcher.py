@@ -16,6 +16,8 @@ NODE_CLASSES = {
     "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
     "camera_node": "dl_perception.ros.camera_node:CameraNode",
     "sim_node": "dl_perception.ros.sim_node:SimNode",
+    "lift_node": "dl_perception.ros.lift_node:LIFTNode",
+    "vo_node": "dl_perception.ros.vo_node:VONode",
 }
 
 

@@ -66,6 +66,7 @@ class FrameNode(Node):
 
     extra_params: list[Param] = []
     image_topic = "/camera/image_raw"
+    subscribes_camera = True  # False: the subclass subscribes to its own inputs
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -76,7 +77,9 @@ class FrameNode(Node):
         self._last_drops = 0
         self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
         qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
-        if self.params["image_transport"] == "compressed":
+        if not self.subscribes_camera:
+            pass
+        elif self.params["image_transport"] == "compressed":
             self.create_subscription(CompressedImage, self.image_topic + "/compressed",
                                      self._on_frame, qos)
         else:
