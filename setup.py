@@ -22,6 +22,7 @@ NODES = {
     "dronet_node": "dl_perception.ros.dronet_node:main",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
+    "netvlad_node": "dl_perception.ros.netvlad_node:main",
 }
 
 setup(
@@ -47,6 +48,8 @@ setup(
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
+        "faiss-cpu>=1.7",
+        "rosbags>=0.9",
     ],
     extras_require={
         "ros": ROS_WHEELS,
