@@ -111,7 +111,6 @@ class BagSource:
 
     def __init__(self, path: str, image_topic: str, pose_topic: str | None,
                  max_pose_gap: float = 0.5):
-        from rosbags.highlevel import AnyReader
         from rosbags.typesys import Stores, get_typestore
 
         self.path, self.image_topic, self.pose_topic = path, image_topic, pose_topic
@@ -120,10 +119,10 @@ class BagSource:
         self.frame_id = "map"
         if not os.path.exists(path):
             raise ValueError(f"bag not found: {path}")
-        self._reader_args = ([Path(path)], get_typestore(Stores.ROS2_KILTED))
-        self._open = AnyReader
+        self._typestore = get_typestore(Stores.ROS2_KILTED)  # for bags without definitions
         stamps, positions, quaternions = [], [], []
-        with self._reader() as reader:
+        reader = self._open()
+        try:
             topics = {c.topic: c.msgtype for c in reader.connections}
             if image_topic not in topics or topics[image_topic] not in IMAGE_TYPES:
                 raise ValueError(f"{path} has no image topic '{image_topic}' (image topics: "
@@ -142,21 +141,26 @@ class BagSource:
                     quaternions.append(quaternion)
                     self.frame_id = msg.header.frame_id or self.frame_id
             self.count = sum(c.msgcount for c in reader.connections if c.topic == image_topic)
+        finally:
+            reader.close()
         self.poses = PoseTrack(stamps, np.reshape(positions, (-1, 3)),
                                np.reshape(quaternions, (-1, 4)), max_pose_gap)
 
-    def _reader(self):
-        paths, typestore = self._reader_args
+    def _open(self):
+        from rosbags.highlevel import AnyReader
+
+        reader = AnyReader([Path(self.path)], default_typestore=self._typestore)
         try:
-            return self._open(paths, default_typestore=typestore).__enter__()
+            reader.open()
         except Exception as error:  # rosbags raises its own error types for broken bags
             raise ValueError(f"cannot read bag {self.path}: {error}") from None
+        return reader
 
     def __len__(self) -> int:
         return self.count
 
     def __iter__(self) -> Iterator[PlaceFrame]:
-        reader = self._reader()
+        reader = self._open()
         try:
             connections = [c for c in reader.connections if c.topic == self.image_topic]
             for number, (connection, _, raw) in enumerate(reader.messages(connections=connections)):
@@ -173,5 +177,5 @@ class BagSource:
         except Exception as error:  # a truncated bag ends with whatever rosbags raises
             self.truncated = f"{type(error).__name__}: {error}"
         finally:
-            reader.__exit__(None, None, None)
+            reader.close()
 
