@@ -27,6 +27,8 @@ EXACT_SEARCH_LIMIT = 50_000
 HNSW_NEIGHBOURS = 32
 HNSW_EF_SEARCH = 128
 HNSW_EF_CONSTRUCTION = 200
+# searches of fewer queries run on one thread (faiss parallelises over queries)
+FEW_QUERIES = 20
 
 
 class PlaceDatabaseError(ValueError):
@@ -138,7 +140,16 @@ class PlaceDatabase:
         if len(self) == 0 or k <= 0:
             return (np.full((len(queries), max(k, 0)), np.nan, np.float32),
                     np.full((len(queries), max(k, 0)), -1, np.int64))
-        scores, indices = self.index.search(queries, k)
+        import faiss
+
+        index = self.index
+        threads = faiss.omp_get_max_threads()
+        if len(queries) < FEW_QUERIES:  # one query: an OpenMP team only adds wake-up latency
+            faiss.omp_set_num_threads(1)
+        try:
+            scores, indices = index.search(queries, k)
+        finally:
+            faiss.omp_set_num_threads(threads)
         scores[indices < 0] = np.nan
         return scores, indices
 

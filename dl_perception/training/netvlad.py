@@ -242,6 +242,12 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
                                  weight_decay=cfg.weight_decay)
     miner = HardNegativeMiner(data, cfg, rng)
     history, best_recall, best_state = [], -1.0, None
+    if validation:  # the initialisation itself is a candidate: training must beat it
+        record = {"epoch": 0, **validation_recall(model, validation, device, whitened=False)}
+        history.append(record)
+        log(f"epoch 0 (k-means initialisation) recall_at_1 {record['recall_at_1']:.4f} "
+            f"recall_at_5 {record['recall_at_5']:.4f}")
+        best_recall, best_state = record["recall_at_1"], copy.deepcopy(model.state_dict())
     per_epoch = cfg.queries_per_epoch or len(data.queries)
     for epoch in range(cfg.epochs):
         started, losses, seen = time.time(), [], 0
@@ -275,7 +281,8 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
         if score >= best_recall:
             best_recall, best_state = score, copy.deepcopy(model.state_dict())
         miner.cache = None  # the next epoch starts from fresh descriptors
-    model.load_state_dict(best_state)
+    if best_state is not None:
+        model.load_state_dict(best_state)
     if model.config.pca_dim:
         images = rng.choice(len(data), min(cfg.pca_images, len(data)), replace=False)
         model.fit_whitening(compute_vlads(model, data, np.sort(images), device).to(device))
