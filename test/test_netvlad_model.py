@@ -169,6 +169,12 @@ def test_short_training_run_improves_the_loss_and_saves_whitening(routes, tmp_pa
     assert all(np.isfinite(h["loss"]) for h in info["history"])
     assert info["train_config"]["margin"] == 0.1
     assert any("k-means" in line for line in lines)
+    # whitening refitted to another dimension on the trained network, nothing else changed
+    again = train_netvlad(routes, str(tmp_path / "w8.safetensors"),
+                          NetVLADTrainConfig(epochs=0, pca_images=120), torch.device("cpu"),
+                          init_weights=out, model_overrides={"pca_dim": 8}, log=lines.append)
+    assert again.descriptor_dim == 8 and again.config.resize_to == [64, 48]
+    torch.testing.assert_close(again.vlad.centroids, model.vlad.centroids)
 
 
 def test_training_refuses_evaluation_worlds_and_bad_data(tmp_path, routes):
@@ -203,3 +209,19 @@ def test_places_csv_layout(tmp_path):
     os.remove(tmp_path / "places.csv")
     with pytest.raises(ValueError, match="neither a sequence"):
         read_place_folder(str(tmp_path))
+
+
+def test_train_command(tmp_path, routes, capsys):
+    from dl_perception.cli import main
+    out = str(tmp_path / "cli.safetensors")
+    code = main(["train", "netvlad", "--data", *routes[:2], "--out", out, "--epochs", "1",
+                 "--queries-per-epoch", "4", "--num-negatives", "2", "--negative-pool", "10",
+                 "--kmeans-images", "8", "--pca-dim", "8", "--pca-images", "40", "--no-augment",
+                 "--device", "cpu"])
+    assert code == 0, capsys.readouterr().err
+    assert "wrote" in capsys.readouterr().out
+    model = models.load(out, expected="netvlad")
+    assert model.descriptor_dim == 8 and model.checkpoint_info["train_config"]["augment"] is False
+    assert main(["train", "netvlad", "--data", routes[0], "--out", out, "--val-db",
+                 routes[0]]) == 1
+    assert "go together" in capsys.readouterr().err

@@ -21,6 +21,7 @@ scratch, without the ImageNet pre-training the paper's VGG16 has.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import time
 from dataclasses import asdict, dataclass
 
@@ -44,8 +45,10 @@ class NetVLADTrainConfig:
     positive_radius: float = 10.0  # metres (paper: 10)
     negative_radius: float = 25.0  # metres (paper: 25)
     margin: float = 0.1
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-3
+    learning_rate: float = 5e-4
+    # Adam adds L2 to the gradient; the paper's 1e-3 (with SGD) shrinks the last convolution,
+    # whose output is L2-normalised and so gets almost no gradient, to nothing: off by default
+    weight_decay: float = 0.0
     cache_refresh: int = 1000  # queries between refreshes of the cached descriptors
     kmeans_images: int = 500
     kmeans_descriptors_per_image: int = 50
@@ -224,6 +227,10 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
     generator = torch.Generator().manual_seed(cfg.seed)
     if init_weights:
         model = models.load(init_weights, expected="netvlad")
+        if model_overrides:  # e.g. whitening to another dimension: keep everything else
+            kept = {k: v for k, v in model.state_dict().items() if not k.startswith("whitening_")}
+            model = NetVLAD(dataclasses.replace(model.config, **model_overrides))
+            model.load_state_dict(kept, strict=False)
     else:
         model = models.create("netvlad", preset, **(model_overrides or {}))
     model.to(device)
