@@ -25,11 +25,12 @@ def test_layer_matches_the_definition():
     torch.manual_seed(0)
     layer = NetVLADLayer(num_clusters=5, dim=7, normalize_input=True)
     features = torch.randn(2, 7, 3, 4)
+    layer.assignment_scale.fill_(3.0)
     out = layer(features)
     # V(j, k) = sum_i a_k(x_i) (x_i(j) - c_k(j)) with x_i L2-normalised, then intra-norm and L2
     x = F.normalize(features, dim=1).flatten(2)  # B x D x N
-    logits = torch.einsum("kd,bdn->bkn", layer.assignment.weight[:, :, 0, 0], x) \
-        + layer.assignment.bias[None, :, None]
+    logits = 3.0 * (torch.einsum("kd,bdn->bkn", layer.assignment.weight[:, :, 0, 0], x)
+                    + layer.assignment.bias[None, :, None])
     a = torch.softmax(logits, dim=1)
     expected = torch.zeros(2, 5, 7)
     for b in range(2):
@@ -139,7 +140,7 @@ def test_kmeans_initialisation_and_mining(routes):
     # after initialisation the soft assignment picks each descriptor's nearest centre
     features = F.normalize(model.local_descriptors(data.batch([0, 50], "cpu")), dim=1)
     nearest = torch.cdist(features.flatten(2).transpose(1, 2), model.vlad.centroids[None]).argmin(2)
-    assigned = model.vlad.assignment(features).flatten(2).argmax(1)
+    assigned = model.vlad.assignment(features).flatten(2).argmax(1)  # alpha > 0: same argmax
     assert (nearest == assigned).float().mean() > 0.95
     miner = HardNegativeMiner(data, cfg, rng)
     miner.refresh(model, torch.device("cpu"))

@@ -97,6 +97,11 @@ class NetVLADLayer(nn.Module):
         self.normalize_input = normalize_input
         self.assignment = nn.Conv2d(dim, num_clusters, 1, bias=True)
         self.centroids = nn.Parameter(torch.rand(num_clusters, dim))
+        # The assignment convolution is alpha * (w'x + b'): alpha (a constant set at
+        # initialisation) keeps w', b' of order one, so optimiser steps move them as fast as the
+        # centres; stored as w = 2 alpha c, b = -alpha |c|^2, alpha is in the hundreds and Adam's
+        # fixed-size steps would leave the assignment frozen while the backbone moves.
+        self.register_buffer("assignment_scale", torch.ones(()))
 
     def init_from_clusters(self, centroids: torch.Tensor, descriptors: torch.Tensor) -> float:
         """The paper's initialisation from k-means centres c_k: w_k = 2 alpha c_k,
@@ -110,15 +115,16 @@ class NetVLADLayer(nn.Module):
         alpha = float(-math.log(0.01) / gap)
         with torch.no_grad():
             self.centroids.copy_(centroids)
-            self.assignment.weight.copy_((2.0 * alpha * centroids)[:, :, None, None])
-            self.assignment.bias.copy_(-alpha * (centroids ** 2).sum(1))
+            self.assignment.weight.copy_((2.0 * centroids)[:, :, None, None])
+            self.assignment.bias.copy_(-(centroids ** 2).sum(1))
+            self.assignment_scale.fill_(alpha)
         return alpha
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
         if self.normalize_input:
             features = F.normalize(features, dim=1)
-        soft = F.softmax(self.assignment(features), dim=1).flatten(2)  # B x K x N
-        x = features.flatten(2)  # B x D x N
+        soft = F.softmax(self.assignment_scale * self.assignment(features), dim=1).flatten(2)
+        x = features.flatten(2)  # B x D x N; soft: B x K x N
         # sum_i a_k(x_i) x_i - c_k sum_i a_k(x_i), without forming the B x K x D x N residuals
         vlad = torch.bmm(soft, x.transpose(1, 2)) - self.centroids[None] * soft.sum(2, keepdim=True)
         vlad = F.normalize(vlad, dim=2)  # intra-normalisation
