@@ -25,6 +25,7 @@ NODES = {
     "sim_node": "dl_perception.ros.sim_node:main",
     "lift_node": "dl_perception.ros.lift_node:main",
     "vo_node": "dl_perception.ros.vo_node:main",
+    "netvlad_node": "dl_perception.ros.netvlad_node:main",
 }
 
 setup(
@@ -56,6 +57,7 @@ setup(
         "mujoco>=3.2",
         "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
         "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
+        "faiss-cpu>=1.7",
     ],
     extras_require={
         "ros": ROS_WHEELS,

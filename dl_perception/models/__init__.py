@@ -11,6 +11,7 @@ from .base import PerceptionModel
 MODEL_MODULES = {
     "dronet": "dl_perception.models.dronet",
     "lift": "dl_perception.models.lift",
+    "netvlad": "dl_perception.models.netvlad",
 }
 
 

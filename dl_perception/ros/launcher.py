@@ -18,6 +18,7 @@ NODE_CLASSES = {
     "sim_node": "dl_perception.ros.sim_node:SimNode",
     "lift_node": "dl_perception.ros.lift_node:LIFTNode",
     "vo_node": "dl_perception.ros.vo_node:VONode",
+    "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
 }
 
 
