@@ -22,6 +22,7 @@ NODES = {
     "dronet_node": "dl_perception.ros.dronet_node:main",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
+    "posenet_node": "dl_perception.ros.posenet_node:main",
 }
 
 setup(
@@ -47,6 +48,7 @@ setup(
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
+        "rosbags>=0.10",
     ],
     extras_require={
         "ros": ROS_WHEELS,
