@@ -26,6 +26,7 @@ NODES = {
     "lift_node": "dl_perception.ros.lift_node:main",
     "vo_node": "dl_perception.ros.vo_node:main",
     "netvlad_node": "dl_perception.ros.netvlad_node:main",
+    "posenet_node": "dl_perception.ros.posenet_node:main",
 }
 
 setup(

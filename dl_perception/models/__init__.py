@@ -12,6 +12,7 @@ MODEL_MODULES = {
     "dronet": "dl_perception.models.dronet",
     "lift": "dl_perception.models.lift",
     "netvlad": "dl_perception.models.netvlad",
+    "posenet": "dl_perception.models.posenet",
 }
 
 

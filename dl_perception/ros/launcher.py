@@ -19,6 +19,7 @@ NODE_CLASSES = {
     "lift_node": "dl_perception.ros.lift_node:LIFTNode",
     "vo_node": "dl_perception.ros.vo_node:VONode",
     "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
+    "posenet_node": "dl_perception.ros.posenet_node:PoseNetNode",
 }
 
 
