@@ -22,6 +22,7 @@ NODES = {
     "dronet_node": "dl_perception.ros.dronet_node:main",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
+    "depth_node": "dl_perception.ros.depth_node:main",
 }
 
 setup(

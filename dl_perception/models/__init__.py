@@ -10,6 +10,7 @@ from .base import PerceptionModel
 # registry name -> module defining it (imported on first use to keep start-up light)
 MODEL_MODULES = {
     "dronet": "dl_perception.models.dronet",
+    "depth": "dl_perception.models.depth",
 }
 
 

@@ -15,6 +15,7 @@ NODE_CLASSES = {
     "dronet_node": "dl_perception.ros.dronet_node:DroNetNode",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
     "camera_node": "dl_perception.ros.camera_node:CameraNode",
+    "depth_node": "dl_perception.ros.depth_node:DepthNode",
 }
 
 
