@@ -27,6 +27,7 @@ NODES = {
     "vo_node": "dl_perception.ros.vo_node:main",
     "netvlad_node": "dl_perception.ros.netvlad_node:main",
     "posenet_node": "dl_perception.ros.posenet_node:main",
+    "depth_node": "dl_perception.ros.depth_node:main",
 }
 
 setup(

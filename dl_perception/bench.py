@@ -17,9 +17,16 @@ def synthetic_frames(count: int, width: int = 320, height: int = 240) -> list[De
     return [DecodedImage(corridor.render(i * 0.1), "rgb8") for i in range(count)]
 
 
+def bench_frames(count: int, distinct: int = 50) -> list[DecodedImage]:
+    """`count` 320x240 frames cycling through at most `distinct` rendered ones."""
+    frames = synthetic_frames(min(count, distinct))
+    return (frames * (count // len(frames) + 1))[:count]
+
+
 def bench_model(model: models.PerceptionModel, frames: list[DecodedImage], device: torch.device,
-                warmup: int = 5) -> dict:
-    """Preprocess + forward, batch 1, frame after frame: what a node does per frame."""
+                warmup: int = 5, postprocess=None) -> dict:
+    """Preprocess + forward (+ `postprocess(outputs, frame)`), batch 1, frame after frame: what a
+    node does per frame."""
     model = model.to(device).eval()
     latencies = []
     with torch.inference_mode():
@@ -28,6 +35,8 @@ def bench_model(model: models.PerceptionModel, frames: list[DecodedImage], devic
             out = model(model.preprocess(frame).to(device))
             for value in out.values():
                 value.cpu()
+            if postprocess is not None:
+                postprocess(out, frame)
             if index >= warmup:
                 latencies.append(time.perf_counter() - started)
     array = np.asarray(latencies) * 1e3

@@ -34,11 +34,12 @@ def bench(args) -> int:
     from .. import models
     from ..bench import bench_model, print_table, synthetic_frames
     from ..paths import resolve_weights
+    from ..bench import bench_frames, bench_model, print_table
+    from ..ros.node_base import resolve_weights
 
     weights = resolve_weights("dronet", args.weights or "")
     device = device_of(args)
-    frames = synthetic_frames(min(args.frames, 50))
-    frames = (frames * (args.frames // len(frames) + 1))[: args.frames]
+    frames = bench_frames(args.frames)
     rows = [{"path": "model (preprocess+forward)", **bench_model(
         models.load(weights, expected="dronet"), frames, device)}]
     if not args.no_ros:

@@ -55,3 +55,73 @@ def pose_errors(positions: np.ndarray, quaternions: np.ndarray, true_positions: 
 
     position_error = np.linalg.norm(np.asarray(positions) - np.asarray(true_positions), axis=-1)
     return position_error, rotation_angle_deg(quaternions, true_quaternions)
+DEPTH_ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "si_rmse_log", "delta_1", "delta_2",
+                "delta_3")
+
+
+def valid_depth_mask(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pixels with a usable ground truth (finite, > 0: 0, inf and NaN mean no measurement) and a
+    prediction (finite, > 0)."""
+    with np.errstate(invalid="ignore"):
+        return (np.isfinite(truth) & (truth > 0) & np.isfinite(prediction) & (prediction > 0))
+
+
+def depth_errors(prediction: np.ndarray, truth: np.ndarray) -> dict | None:
+    """The error measures of Eigen et al. 2014 (Sec. 4.3) over one depth map's valid pixels:
+    abs and squared relative difference, linear and log RMSE, the scale-invariant log RMSE
+    (sqrt of Eqn. 1) and the fraction with max(pred/true, true/pred) below 1.25, 1.25^2, 1.25^3.
+    None when no pixel is valid."""
+    mask = valid_depth_mask(prediction, truth)
+    if not mask.any():
+        return None
+    pred = prediction[mask].astype(np.float64)
+    true = truth[mask].astype(np.float64)
+    log_diff = np.log(pred) - np.log(true)
+    ratio = np.maximum(pred / true, true / pred)
+    return {
+        "abs_rel": float(np.mean(np.abs(pred - true) / true)),
+        "sq_rel": float(np.mean((pred - true) ** 2 / true)),
+        "rmse": float(np.sqrt(np.mean((pred - true) ** 2))),
+        "rmse_log": float(np.sqrt(np.mean(log_diff ** 2))),
+        "si_rmse_log": float(np.sqrt(max(np.mean(log_diff ** 2) - np.mean(log_diff) ** 2, 0.0))),
+        "delta_1": float(np.mean(ratio < 1.25)),
+        "delta_2": float(np.mean(ratio < 1.25 ** 2)),
+        "delta_3": float(np.mean(ratio < 1.25 ** 3)),
+    }
+
+
+def median_scale(prediction: np.ndarray, truth: np.ndarray) -> float:
+    """Factor aligning the prediction's median to the ground truth's over the valid pixels."""
+    mask = valid_depth_mask(prediction, truth)
+    return float(np.median(truth[mask]) / np.median(prediction[mask])) if mask.any() else 1.0
+
+
+class DepthErrorMeans:
+    """Per-image depth errors, raw and after per-image median scaling, averaged over images."""
+
+    def __init__(self):
+        self.raw: list[dict] = []
+        self.median_scaled: list[dict] = []
+        self.scales: list[float] = []
+        self.pixels = 0
+        self.skipped = 0  # images without one valid pixel
+
+    def add(self, prediction: np.ndarray, truth: np.ndarray) -> None:
+        raw = depth_errors(prediction, truth)
+        if raw is None:
+            self.skipped += 1
+            return
+        scale = median_scale(prediction, truth)
+        self.raw.append(raw)
+        self.median_scaled.append(depth_errors(prediction * scale, truth))
+        self.scales.append(scale)
+        self.pixels += int(valid_depth_mask(prediction, truth).sum())
+
+    def summary(self) -> dict:
+        def mean(rows):
+            return {k: float(np.mean([r[k] for r in rows])) for k in DEPTH_ERRORS} if rows else {}
+        return {"images": len(self.raw), "images_without_valid_depth": self.skipped,
+                "pixels": self.pixels, "raw": mean(self.raw),
+                "median_scaled": mean(self.median_scaled),
+                "median_scale_factor": float(np.median(self.scales)) if self.scales else
+                float("nan")}

@@ -13,6 +13,7 @@ MODEL_MODULES = {
     "lift": "dl_perception.models.lift",
     "netvlad": "dl_perception.models.netvlad",
     "posenet": "dl_perception.models.posenet",
+    "depth": "dl_perception.models.depth",
 }
 
 

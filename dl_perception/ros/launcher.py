@@ -20,6 +20,7 @@ NODE_CLASSES = {
     "vo_node": "dl_perception.ros.vo_node:VONode",
     "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
     "posenet_node": "dl_perception.ros.posenet_node:PoseNetNode",
+    "depth_node": "dl_perception.ros.depth_node:DepthNode",
 }
 
 

@@ -1,0 +1,292 @@
+"""`dl-perception train depth`: the training recipe of Eigen et al. 2014, in PyTorch.
+
+- Loss (Eqn. 4): per image, (1/n) sum d_i^2 - (lambda/n^2) (sum d_i)^2 with d_i = log y_i - log y*_i
+  over the n pixels that have a target (0, inf, NaN targets are masked), lambda = 0.5.
+- Schedule: the coarse stack is trained first against the targets; then it is held fixed
+  (evaluation mode, no gradients) and the fine stack is trained on its output.
+- Optimiser: SGD with momentum 0.9, batch 32, the paper's per-layer rates (0.001 convolutions,
+  0.1 fully connected, 0.01 for the middle fine layer), all multiplied by `lr_scale`; or Adam with
+  one rate (`optimizer adam`), which trains a network without ImageNet pretraining faster.
+- Augmentation (Sec. 3.4): scale s in [1, max_scale] with depths divided by s, rotation within
+  +-rotation_deg, random crop (translation), a global RGB factor in [0.8, 1.2]^3, horizontal flips.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+import torch
+
+from ..datasets.depth import DepthSample, load_depth, load_rgb, read_depth_dataset, sequence_folders
+from ..models.depth import EigenDepth, resize_image
+from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
+
+
+@dataclass
+class DepthTrainConfig:
+    preset: str = "cpu"
+    coarse_epochs: int = 30
+    fine_epochs: int = 20
+    batch_size: int = 32
+    optimizer: str = "sgd"  # sgd (the paper's) or adam
+    lr_scale: float = 1.0  # multiplies the paper's per-layer SGD rates
+    adam_lr: float = 1e-4
+    momentum: float = 0.9
+    loss_lambda: float = 0.5
+    max_scale: float = 1.5  # NYU: [1, 1.5]; KITTI: [1, 1.2]
+    rotation_deg: float = 5.0  # NYU: 5; KITTI: 0
+    color_range: float = 0.2  # RGB multiplied by c in [1 - r, 1 + r]^3
+    flip: bool = True
+    val_fraction: float = 0.1  # the last frames of every dataset folder
+    frame_stride: int = 1  # use every n-th frame
+    seed: int = 0
+
+
+def scale_invariant_loss(log_prediction: torch.Tensor, target: torch.Tensor,
+                         loss_lambda: float = 0.5) -> torch.Tensor:
+    """Eqn. 4 of the paper, averaged over the images of the batch that have any valid target.
+    `target` is metric depth; pixels that are not finite and positive do not count."""
+    valid = torch.isfinite(target) & (target > 0)
+    safe = torch.where(valid, target, torch.ones_like(target))
+    diff = torch.where(valid, log_prediction - torch.log(safe), torch.zeros_like(target))
+    dims = tuple(range(1, diff.dim()))
+    count = valid.sum(dim=dims).to(diff.dtype)
+    has_any = count > 0
+    count = count.clamp(min=1.0)
+    per_image = (diff ** 2).sum(dim=dims) / count - loss_lambda * (diff.sum(dim=dims) / count) ** 2
+    if not bool(has_any.any()):
+        return log_prediction.sum() * 0.0
+    return per_image[has_any].mean()
+
+
+def resize_depth(depth: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Depth (NaN = no measurement) at another size: the nearest measurement, so no depth is
+    invented across object boundaries; holes that sparse depth (laser) leaves take the mean of
+    the valid depths the output pixel covers."""
+    nearest = cv2.resize(depth, (width, height), interpolation=cv2.INTER_NEAREST)
+    holes = ~np.isfinite(nearest)
+    if holes.any() and width * height < depth.shape[0] * depth.shape[1]:
+        valid = np.isfinite(depth)
+        total = cv2.resize(np.where(valid, depth, 0.0).astype(np.float32), (width, height),
+                           interpolation=cv2.INTER_AREA)
+        weight = cv2.resize(valid.astype(np.float32), (width, height), interpolation=cv2.INTER_AREA)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            filled = total / weight
+        nearest[holes] = np.where(weight[holes] > 0, filled[holes], np.nan)
+    return nearest
+
+
+class DepthData:
+    """Frames at the network's view resolution (what `preprocess` resizes to), in memory:
+    RGB uint8 and depth float16 (NaN = none); batches are cut out with augmentation."""
+
+    def __init__(self, samples: list[DepthSample], model: EigenDepth, log=print):
+        self.model = model
+        self.images, self.depths = [], []
+        started = time.time()
+        for index, sample in enumerate(samples):
+            rgb = load_rgb(sample.image)
+            depth = load_depth(sample.depth, sample.depth_scale)
+            if depth.shape != rgb.shape[:2]:
+                depth = resize_depth(depth, rgb.shape[1], rgb.shape[0])
+            view = model.view(rgb.shape[1], rgb.shape[0])
+            self.images.append(resize_image(rgb, view.resized_width, view.resized_height))
+            self.depths.append(resize_depth(depth, view.resized_width, view.resized_height)
+                               .astype(np.float16))
+            if (index + 1) % 2000 == 0:
+                log(f"  loaded {index + 1}/{len(samples)} frames ({time.time() - started:.0f} s)")
+        xs, ys = model.output_grid()
+        self.grid_x, self.grid_y = np.round(xs).astype(int), np.round(ys).astype(int)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _affine(self, index: int, rng: np.random.Generator | None,
+                cfg: DepthTrainConfig | None) -> tuple[np.ndarray, float, bool]:
+        """2x3 matrix mapping stored-frame pixels to network-input pixels, the scale, the flip."""
+        height_b, width_b = self.images[index].shape[:2]
+        width, height = self.model.config.input_size
+        if rng is None:  # the centre crop at scale 1, as at test time
+            return np.array([[1.0, 0.0, -((width_b - width) // 2)],
+                             [0.0, 1.0, -((height_b - height) // 2)]]), 1.0, False
+        scale = rng.uniform(1.0, cfg.max_scale)
+        angle = rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
+        # centre of the crop in the stored frame: anywhere the (1/scale) window fits
+        span_x = max(width_b - width / scale, 0.0) / 2
+        span_y = max(height_b - height / scale, 0.0) / 2
+        centre = (width_b / 2 + rng.uniform(-span_x, span_x),
+                  height_b / 2 + rng.uniform(-span_y, span_y))
+        matrix = cv2.getRotationMatrix2D(centre, angle, scale)
+        matrix[0, 2] += width / 2 - centre[0]
+        matrix[1, 2] += height / 2 - centre[1]
+        return matrix, scale, bool(cfg.flip and rng.random() < 0.5)
+
+    def sample(self, index: int, rng: np.random.Generator | None,
+               cfg: DepthTrainConfig | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(network-input RGB uint8 HxWx3, target depth at the output grid float32); without
+        `rng` the centre crop at scale 1 that inference sees, else augmented as `cfg` says."""
+        width, height = self.model.config.input_size
+        matrix, scale, flip = self._affine(index, rng, cfg)
+        rgb = cv2.warpAffine(self.images[index], matrix, (width, height), flags=cv2.INTER_LINEAR,
+                             borderMode=cv2.BORDER_REFLECT_101)
+        depth = cv2.warpAffine(self.depths[index].astype(np.float32), matrix, (width, height),
+                               flags=cv2.INTER_NEAREST, borderMode=cv2.BORDER_CONSTANT,
+                               borderValue=float("nan"))
+        if flip:
+            rgb, depth = rgb[:, ::-1], depth[:, ::-1]
+        if rng is not None and cfg.color_range > 0:
+            factor = rng.uniform(1 - cfg.color_range, 1 + cfg.color_range, size=3)
+            rgb = np.clip(rgb * factor, 0, 255).astype(np.uint8)
+        target = depth[np.ix_(self.grid_y, self.grid_x)] / np.float32(scale)
+        return np.ascontiguousarray(rgb), target
+
+    def batch(self, indices, rng, cfg=None) -> tuple[torch.Tensor, torch.Tensor]:
+        pairs = [self.sample(int(i), rng, cfg) for i in indices]
+        images = torch.from_numpy(np.stack([p[0] for p in pairs])).permute(0, 3, 1, 2)
+        targets = torch.from_numpy(np.stack([p[1] for p in pairs]))[:, None]
+        return images.float().div_(255.0), targets
+
+
+def collect_samples(dataset_dirs: list[str], fmt: str, stride: int = 1
+                    ) -> tuple[list[DepthSample], list[str]]:
+    """Samples of every folder (sequence parents expanded), refusing evaluation worlds."""
+    samples, sources = [], []
+    for directory in dataset_dirs:
+        for folder in sequence_folders(directory) or [directory]:
+            refuse_evaluation_worlds(folder)
+        found = read_depth_dataset(directory, fmt)
+        samples.extend(found[::stride])
+        sources.extend(sorted({s.source for s in found}))
+    return samples, sources
+
+
+def split_by_source(samples: list[DepthSample], val_fraction: float) -> tuple[list[int], list[int]]:
+    """Validation = the last frames of each source folder, so neighbouring frames of a
+    continuous recording do not straddle the split."""
+    by_source: dict[str, list[int]] = {}
+    for index, sample in enumerate(samples):
+        by_source.setdefault(sample.source, []).append(index)
+    train, val = [], []
+    for indices in by_source.values():
+        n_val = int(round(len(indices) * val_fraction))
+        train.extend(indices[:len(indices) - n_val])
+        val.extend(indices[len(indices) - n_val:])
+    return train, val
+
+
+def _optimizer(model: EigenDepth, stack: str, cfg: DepthTrainConfig) -> torch.optim.Optimizer:
+    layers = model.layer_learning_rates(stack)
+    if cfg.optimizer == "sgd":
+        groups = [{"params": list(layer.parameters()), "lr": rate * cfg.lr_scale}
+                  for layer, rate in layers]
+        return torch.optim.SGD(groups, lr=cfg.lr_scale * 1e-3, momentum=cfg.momentum)
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam([p for layer, _ in layers for p in layer.parameters()],
+                                lr=cfg.adam_lr)
+    raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd or adam)")
+
+
+def validation_errors(model: EigenDepth, data: DepthData, indices: list[int], output: str,
+                      device: torch.device, batch_size: int = 64) -> dict:
+    """Errors at the output grid on centre crops (no augmentation), averaged over images."""
+    from ..evaluation.metrics import DepthErrorMeans
+
+    model.eval()
+    means = DepthErrorMeans()
+    with torch.inference_mode():
+        for start in range(0, len(indices), batch_size):
+            images, targets = data.batch(indices[start:start + batch_size], None)
+            log_depth = model(images.to(device))[output].float().cpu()
+            for prediction, target in zip(torch.exp(log_depth).numpy(), targets.numpy()):
+                means.add(prediction[0], target[0])
+    summary = means.summary()
+    return {k: summary["raw"][k] for k in ("abs_rel", "delta_1", "rmse", "si_rmse_log")} \
+        if summary["raw"] else {}
+
+
+def _mean_log_depth(data: DepthData, indices: list[int]) -> float:
+    logs = []
+    for index in indices[:: max(1, len(indices) // 200)]:
+        _, target = data.sample(index, None)
+        valid = np.isfinite(target) & (target > 0)
+        logs.append(np.log(target[valid]))
+    values = np.concatenate(logs) if logs else np.zeros(1)
+    return float(values.mean()) if values.size else 0.0
+
+
+def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, device: torch.device,
+                fmt: str = "auto", init_weights: str | None = None,
+                stages: tuple[str, ...] = ("coarse", "fine"), log=print) -> EigenDepth:
+    samples, sources = collect_samples(dataset_dirs, fmt, cfg.frame_stride)
+    seed_everything(cfg.seed)
+    if init_weights:
+        model = EigenDepth.from_checkpoint(init_weights)
+    else:
+        model = EigenDepth(EigenDepth.make_config(cfg.preset))
+    model.to(device)
+    train_idx, val_idx = split_by_source(samples, cfg.val_fraction)
+    if not train_idx:
+        raise TrainingDataError("no training frames left after the validation split")
+    log(f"depth: {len(samples)} frames from {len(sources)} folder(s), {len(train_idx)} train / "
+        f"{len(val_idx)} validation, input {model.config.input_size[0]}x"
+        f"{model.config.input_size[1]}, output {model.output_width}x{model.output_height}, "
+        f"device {device}")
+    data = DepthData(samples, model, log=log)
+    if not init_weights:  # start both outputs at the data's mean log depth
+        mean_log = _mean_log_depth(data, train_idx)
+        with torch.no_grad():
+            model.coarse7.bias.fill_(mean_log)
+            model.fine4.bias.fill_(mean_log)
+    rng = np.random.default_rng(cfg.seed)
+    history = []
+    for stack in stages:
+        epochs = cfg.coarse_epochs if stack == "coarse" else cfg.fine_epochs
+        output = "coarse_log_depth" if stack == "coarse" else "log_depth"
+        trained = [p for layer, _ in model.layer_learning_rates(stack) for p in layer.parameters()]
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        for parameter in trained:
+            parameter.requires_grad_(True)
+        optimizer = _optimizer(model, stack, cfg)
+        best = math.inf
+        for epoch in range(epochs):
+            model.train()
+            if stack == "fine":  # the coarse stack is fixed: its dropout is off
+                for layer in [*model.coarse_layers(), model.dropout]:
+                    layer.eval()
+            started, losses = time.time(), []
+            order = rng.permutation(train_idx)
+            for step in range(max(1, len(order) // cfg.batch_size)):  # full batches only
+                batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
+                images, targets = data.batch(batch, rng, cfg)
+                log_depth = model(images.to(device))[output]
+                loss = scale_invariant_loss(log_depth, targets.to(device), cfg.loss_lambda)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                losses.append(loss.item())
+            if not np.all(np.isfinite(losses)):
+                raise FloatingPointError(f"{stack} training diverged (loss {losses[-1]}); "
+                                         "lower --lr-scale or --adam-lr")
+            metrics = validation_errors(model, data, val_idx or train_idx[:64], output, device)
+            history.append({"stack": stack, "epoch": epoch + 1, "loss": float(np.mean(losses)),
+                            **metrics})
+            log(f"{stack} epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
+                + " ".join(f"val_{k} {v:.4f}" for k, v in metrics.items())
+                + f" ({time.time() - started:.0f} s)")
+            score = metrics.get("abs_rel", float(np.mean(losses)))
+            if score <= best:  # keep the best validation epoch of each stack
+                best = score
+                model.save(out_path, info={
+                    "trained_on": sources, "frames": len(samples), "stack": stack,
+                    "epoch": epoch + 1, "train_config": asdict(cfg), "validation": metrics,
+                    "history": history})
+        if epochs:
+            best_state = EigenDepth.from_checkpoint(out_path).state_dict()
+            model.load_state_dict(best_state)
+    for parameter in model.parameters():
+        parameter.requires_grad_(True)
+    return EigenDepth.from_checkpoint(out_path)
