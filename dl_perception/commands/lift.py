@@ -37,7 +37,7 @@ def eval_features(args) -> int:
     extractors = []
     if not args.no_lift:
         from .. import models
-        from ..ros.node_base import resolve_weights
+        from ..paths import resolve_weights
         weights = resolve_weights("lift", args.weights or "")
         extractors.append(LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
                                         args.max_keypoints))
@@ -62,7 +62,7 @@ def _extractor(args):
         return args.features, lambda rgb: opencv(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     from .. import models
     from ..evaluation.features import LIFTExtractor
-    from ..ros.node_base import resolve_weights
+    from ..paths import resolve_weights
     weights = resolve_weights("lift", args.weights or "")
     lift = LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
                          args.max_keypoints)
@@ -96,7 +96,7 @@ def bench(args) -> int:
     from .. import models
     from ..bench import bench_features, print_table, synthetic_frames
     from ..imaging import DecodedImage, to_gray
-    from ..ros.node_base import resolve_weights
+    from ..paths import resolve_weights
 
     _threads(args)
     weights = resolve_weights("lift", args.weights or "")

@@ -35,7 +35,7 @@ def train(args) -> int:
 
 def evaluate(args) -> int:
     from ..evaluation.posenet import evaluate_posenet
-    from ..ros.node_base import resolve_weights
+    from ..paths import resolve_weights
 
     weights = resolve_weights("posenet", args.weights or "")
     metrics = evaluate_posenet(weights, _sources(args, args.data, "test"), device_of(args))

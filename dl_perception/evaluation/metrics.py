@@ -55,6 +55,8 @@ def pose_errors(positions: np.ndarray, quaternions: np.ndarray, true_positions: 
 
     position_error = np.linalg.norm(np.asarray(positions) - np.asarray(true_positions), axis=-1)
     return position_error, rotation_angle_deg(quaternions, true_quaternions)
+
+
 DEPTH_ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "si_rmse_log", "delta_1", "delta_2",
                 "delta_3")
 
