@@ -112,6 +112,24 @@ def test_dynamics_respect_limits_and_collisions_stop_the_body():
     assert np.all(sim.state.velocity == 0)
 
 
+def test_expert_steering_label_avoids_obstacles_and_ignores_the_route():
+    from dl_perception.sim.expert import ExpertAutopilot
+    from dl_perception.sim.simulator import Simulator
+    world = wall_world()  # its wall lies 20 m ahead: open space
+    sim = Simulator(3, world=world)
+    sim.reset((-10.0, 0.0, 1.5, 0.0))
+    command = ExpertAutopilot(sim, route=np.array([[-10.0, 0.0], [-10.0, 20.0]])).command()
+    assert command.yaw_rate > 0.5  # it flies towards its waypoint on the left ...
+    assert command.steering == 0.0 and command.collision == 0  # ... the label says straight on
+    sim.close()
+    world.obstacles.append(Obstacle("pillar", "cylinder", -8.2, -0.3, (0.3, 0.3, 4.0)))
+    sim = Simulator(3, world=world)  # a pillar 1.8 m ahead, right of the centre line
+    sim.reset((-10.0, 0.0, 1.5, 0.0))
+    command = ExpertAutopilot(sim, route=np.array([[-10.0, 0.0], [-10.0, -20.0]])).command()
+    assert command.steering >= 0.5 and command.collision == 1  # turn left, away from it
+    sim.close()
+
+
 def test_rendering_faults_give_a_clear_error_not_a_hang():
     code = ("from dl_perception.sim import renderer\n"
             "try:\n"

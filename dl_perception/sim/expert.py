@@ -2,8 +2,9 @@
 (a fan of range rays from the engine), flying forward and yawing only, as DroNet does.
 
 Labels (docs/simulator.md, "Labels"):
-- steering: the expert's yaw-rate command divided by `max_yaw_rate`, in [-1, 1], positive =
-  turn left (+angular.z), DroNet's sign and scale.
+- steering: the yaw-rate command of the expert's obstacle avoidance alone (its planner without
+  the route goal, which no camera image shows) divided by `max_yaw_rate`, in [-1, 1], positive =
+  turn left (+angular.z), DroNet's sign and scale: what a reactive policy should do here.
 - collision: 1 when an obstacle lies inside the corridor ahead (the hull's width plus
   `label_margin` on each side) closer than `collision_distance` metres, else 0.
 """
@@ -34,7 +35,7 @@ class ExpertParams:
 class ExpertCommand:
     forward: float  # m/s
     yaw_rate: float  # rad/s
-    steering: float  # normalised yaw command, the DroNet steering label
+    steering: float  # normalised yaw command of obstacle avoidance alone, the DroNet label
     collision: int  # the DroNet collision label
     clearance: float  # m free ahead
 
@@ -74,16 +75,20 @@ class ExpertAutopilot:
         goal_error = np.abs(np.remainder(math.atan2(goal[1], goal[0]) - state.yaw
                                          - self.CANDIDATES + math.pi, 2 * math.pi) - math.pi)
         blocked = np.clip(1.0 - clearance / p.safe_distance, 0.0, 1.0)
-        cost = goal_error + 0.25 * np.abs(self.CANDIDATES) + 4.0 * blocked ** 2 \
-            + 10.0 * (clearance < p.stop_distance + 0.5) \
-            + 0.15 * np.abs(self.CANDIDATES - self._previous)
-        best = float(self.CANDIDATES[int(np.argmin(cost))])
+        avoidance = 0.25 * np.abs(self.CANDIDATES) + 4.0 * blocked ** 2 \
+            + 10.0 * (clearance < p.stop_distance + 0.5)
+        best = float(self.CANDIDATES[int(np.argmin(
+            goal_error + avoidance + 0.15 * np.abs(self.CANDIDATES - self._previous)))])
         self._previous = best
         steering = float(np.clip(p.steering_gain * best, -1.0, 1.0))
+        # the label: memoryless (one image), ties broken towards the longer corridor
+        reactive = float(self.CANDIDATES[int(np.argmin(
+            avoidance + 0.05 * (1.0 - clearance / p.max_range)))])
         ahead = float(self.corridor_clearance(ranges, np.zeros(1), p.corridor_half_width)[0])
         speed = p.cruise_speed * float(np.clip((ahead - p.stop_distance) / 3.0, 0.0, 1.0)) \
             * max(0.2, 1.0 - 0.7 * abs(steering))
         label_ahead = float(self.corridor_clearance(
             ranges, np.zeros(1), p.hull_half_width + p.label_margin)[0])
-        return ExpertCommand(speed, steering * p.max_yaw_rate, steering,
+        return ExpertCommand(speed, steering * p.max_yaw_rate,
+                             float(np.clip(p.steering_gain * reactive, -1.0, 1.0)),
                              int(label_ahead < p.collision_distance), ahead)
