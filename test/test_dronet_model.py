@@ -142,3 +142,19 @@ def test_training_step_learns_a_batch():
         optimizer.step()
         losses.append(loss.item())
     assert np.mean(losses[-5:]) < 0.5 * losses[0]
+
+
+def test_flip_augmentation_mirrors_the_image_and_negates_steering():
+    from dl_perception.training.dronet import DroNetData
+    data = DroNetData.__new__(DroNetData)  # the arrays only, no image files
+    data.crops = np.tile(np.arange(200, dtype=np.uint8)[None, None, :], (4, 200, 1))
+    data.steering = np.array([0.5, -0.25, 1.0, 0.0], np.float32)
+    data.collision = np.array([0, 1, 0, 1], np.float32)
+    cfg = DroNetTrainConfig(flip_probability=1.0, shift_fraction=0.0, rotation_deg=0.0)
+    images, steering, collision = data.batch(np.arange(4), np.random.default_rng(0), cfg)
+    assert torch.equal(steering, -torch.from_numpy(data.steering))
+    assert torch.equal(collision, torch.from_numpy(data.collision))
+    assert images[0, 0, 0, 0] == pytest.approx(199 / 255) and images[0, 0, 0, -1] == 0.0
+    images, steering, _ = data.batch(np.arange(4), np.random.default_rng(0),
+                                     DroNetTrainConfig(shift_fraction=0.0, rotation_deg=0.0))
+    assert torch.equal(steering, torch.from_numpy(data.steering)) and images[0, 0, 0, 0] == 0.0

@@ -78,6 +78,7 @@ def register(verbs) -> None:
     for name, kind in (("epochs", int), ("batch_size", int), ("learning_rate", float),
                        ("collision_start_epoch", float), ("collision_ramp_epochs", float),
                        ("hard_mining_start_epoch", float), ("hard_mining_ramp_epochs", float),
+                       ("shift_fraction", float), ("flip_probability", float),
                        ("val_fraction", float), ("seed", int)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     add_device_arg(t)

@@ -36,6 +36,7 @@ class DroNetTrainConfig:
     min_k_collision: int = 5
     shift_fraction: float = 0.2  # random translation, as the official generator
     rotation_deg: float = 0.2
+    flip_probability: float = 0.0  # mirror left-right and negate steering (not in the official generator)
     val_fraction: float = 0.1
     seed: int = 0
 
@@ -88,12 +89,15 @@ class DroNetData:
 
     def batch(self, indices: np.ndarray, rng: np.random.Generator | None,
               cfg: DroNetTrainConfig) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        crops = self.crops[indices]
+        crops, steering = self.crops[indices], self.steering[indices]
         if rng is not None:
+            if cfg.flip_probability > 0:
+                flips = rng.random(len(indices)) < cfg.flip_probability
+                crops = np.where(flips[:, None, None], crops[:, :, ::-1], crops)
+                steering = np.where(flips, -steering, steering)
             crops = np.stack([_augment(c, rng, cfg) for c in crops])
         images = torch.from_numpy(crops.astype(np.float32) / 255.0)[:, None]
-        return (images, torch.from_numpy(self.steering[indices]),
-                torch.from_numpy(self.collision[indices]))
+        return (images, torch.from_numpy(steering), torch.from_numpy(self.collision[indices]))
 
 
 def _augment(crop: np.ndarray, rng: np.random.Generator, cfg: DroNetTrainConfig) -> np.ndarray:
