@@ -233,6 +233,29 @@ def test_recording_is_deterministic(tmp_path):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
 
+def test_dronet_pilot_flies_and_the_expert_takes_over_when_it_stalls(tmp_path):
+    import torch
+
+    from dl_perception import models
+    from dl_perception.sim.recording import RecordConfig, record
+    model = models.create("dronet")
+    with torch.no_grad():  # a network that always sees a collision: the control law stops
+        model.collision.weight.zero_()
+        model.collision.bias.fill_(20.0)
+    weights = str(tmp_path / "stopper.safetensors")
+    model.save(weights)
+    with pytest.raises(WorldError, match="exclude"):
+        record(RecordConfig(world_seed=7, out=str(tmp_path / "x"), pilot_weights=weights,
+                            perturb=0.2), log=lambda _: None)
+    out = str(tmp_path / "dagger")
+    summary = record(RecordConfig(world_seed=7, out=out, frames=60, bag=False,
+                                  pilot_weights=weights), log=lambda _: None)
+    meta = json.loads(open(os.path.join(out, "meta.json")).read())
+    assert meta["pilot"] == "dronet stopper.safetensors"
+    assert summary["expert_takeovers"] >= 1  # stalled for 3 s, then the expert flew
+    assert 0.5 < summary["distance_m"] < 6.0
+
+
 def test_evaluation_worlds_are_recorded_but_refused_for_training(tmp_path):
     out = tmp_path / "eval_world"
     result = subprocess.run([CLI, "sim", "record", "--world-seed", "1003", "--frames", "3",

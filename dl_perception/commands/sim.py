@@ -39,13 +39,15 @@ def record(args) -> int:
     cfg = RecordConfig(world_seed=args.world_seed, out=args.out, preset=args.preset,
                        route=args.route, route_seed=args.route_seed, frames=args.frames,
                        rate_hz=args.rate, world_size=args.world_size, perturb=args.perturb,
-                       bag=not args.no_bag,
+                       bag=not args.no_bag, pilot_weights=args.pilot_weights,
                        camera=CameraSpec(args.width, args.height, args.hfov))
     print(f"recording world {cfg.world_seed} ({cfg.preset}, route {cfg.route}) to {cfg.out}")
     summary = run_record(cfg)
     print(f"wrote {summary['frames']} frames ({summary['distance_m']:.1f} m, "
           f"{summary['duration_s']:.1f} s simulated, {summary['collisions']} collisions, "
-          f"collision labels {summary['collision_label_fraction']:.1%}) to {cfg.out}"
+          f"collision labels {summary['collision_label_fraction']:.1%}"
+          + (f", {summary['expert_takeovers']} expert takeovers" if cfg.pilot_weights else "")
+          + f") to {cfg.out}"
           + (f" and {cfg.out}/bag" if cfg.bag else "") + f" in {summary['wall_time_s']:.0f} s")
     return 0
 
@@ -111,6 +113,9 @@ def register(verbs) -> None:
     r.add_argument("--perturb", type=float, default=0.0,
                    help="fraction of the flight with a perturbed yaw command (labels stay the "
                         "expert's): 0.4 for DroNet training data")
+    r.add_argument("--pilot-weights", dest="pilot_weights",
+                   help="DroNet checkpoint that flies instead of the expert (DAgger: the labels "
+                        "stay the expert's; it takes over near obstacles and when stalled)")
     r.add_argument("--width", type=int, default=320)
     r.add_argument("--height", type=int, default=240)
     r.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view (deg)")

@@ -8,6 +8,12 @@ for 1-3 s the drone flies at 1.5 m/s with its yaw command replaced (turn towards
 obstacle within 60 degrees, hold straight, or a random turn) while the labels stay the expert's commands, so the data covers states a learned policy
 drifts into (close to walls, heading at obstacles) with the expert's correction as the label.
 A perturbation ends early when the corridor ahead is shorter than the expert's stop distance.
+
+With `pilot_weights` a DroNet checkpoint flies instead (DAgger): its outputs through the DroNet
+control law steer the drone while every frame keeps the expert's labels, so the data shows the
+states that policy visits, its mistakes included. The expert takes over for `takeover_s` when the
+corridor ahead is shorter than `takeover_clearance` or the policy has stalled, so one flight
+keeps going after a mistake.
 """
 from __future__ import annotations
 
@@ -42,6 +48,7 @@ class RecordConfig:
     world_size: float = 64.0
     altitude: float = 1.5
     perturb: float = 0.0  # fraction of the flight spent perturbed
+    pilot_weights: str | None = None  # DroNet checkpoint flying the drone (DAgger); None: the expert
     bag: bool = True
     camera: CameraSpec = field(default_factory=CameraSpec)
     expert: ExpertParams = field(default_factory=ExpertParams)
@@ -55,6 +62,8 @@ class RecordConfig:
                 raise WorldError(f"{name} must lie in (0, physics rate {self.physics_rate_hz}]")
         if not 0.0 <= self.perturb < 1.0:
             raise WorldError(f"perturb must lie in [0, 1), got {self.perturb}")
+        if self.pilot_weights is not None and self.perturb > 0:
+            raise WorldError("perturb and a DroNet pilot exclude each other")
 
 
 class Perturbation:
@@ -97,6 +106,43 @@ class Perturbation:
         return command.forward, command.yaw_rate
 
 
+class DroNetPilot:
+    """DAgger: the network flies through the DroNet control law; the expert takes over for
+    `takeover_s` when the corridor ahead is shorter than `takeover_clearance` or the drone has
+    flown under `stall_m` in the last `stall_s` (see module doc)."""
+
+    takeover_clearance = 1.0  # m free ahead (the expert's stop distance)
+    takeover_s = 2.0
+    stall_s, stall_m = 3.0, 0.5
+
+    def __init__(self, weights: str, max_forward_velocity: float, max_yaw_rate: float):
+        from ..control import DroNetControlParams
+        from .closed_loop import DroNetPolicy
+        self.policy = DroNetPolicy(weights, DroNetControlParams(
+            max_forward_velocity=max_forward_velocity, max_yaw_rate=max_yaw_rate))
+        self.until = -1.0
+        self.progress = (0.0, 0.0)  # (time, distance) when the drone last made progress
+        self.takeovers = 0
+
+    def perceive(self, rgb: np.ndarray, stamp: float) -> None:
+        self.policy.perceive(rgb, stamp)
+
+    def apply(self, sim, command) -> tuple[float, float]:
+        """(forward, yaw_rate) to fly: the network's, or the expert's while it has taken over."""
+        now = sim.time
+        if sim.distance - self.progress[1] >= self.stall_m:
+            self.progress = (now, sim.distance)
+        if now >= self.until and (command.clearance < self.takeover_clearance
+                                  or now - self.progress[0] > self.stall_s):
+            self.until = now + self.takeover_s
+            self.progress = (self.until, sim.distance)
+            self.takeovers += 1
+        network = self.policy.controller.step(now)  # keeps its filters running meanwhile
+        if now < self.until:
+            return command.forward, command.yaw_rate
+        return network.forward_velocity, network.yaw_rate
+
+
 def _ticks(rate_hz: float, physics_rate_hz: float) -> int:
     return max(1, int(round(physics_rate_hz / rate_hz)))
 
@@ -108,6 +154,8 @@ def record(cfg: RecordConfig, log=print) -> dict:
     expert = ExpertAutopilot(sim, cfg.expert)
     perturbation = Perturbation(cfg.perturb, cfg.world_seed * 1000 + cfg.route_seed,
                                 cfg.expert.max_yaw_rate)
+    pilot = None if cfg.pilot_weights is None else DroNetPilot(
+        cfg.pilot_weights, cfg.expert.cruise_speed, cfg.expert.max_yaw_rate)
     fx, fy, cx, cy = cfg.camera.intrinsics
     camera = Camera(cfg.camera.width, cfg.camera.height, fx, fy, cx, cy)
     if os.path.isdir(os.path.join(cfg.out, "bag")):
@@ -115,6 +163,7 @@ def record(cfg: RecordConfig, log=print) -> dict:
     meta = {"world_seed": cfg.world_seed, "preset": cfg.preset, "route": cfg.route,
             "route_seed": cfg.route_seed, "world_size": cfg.world_size,
             "rate_hz": cfg.rate_hz, "perturb": cfg.perturb, "source": "dl-perception sim record",
+            "pilot": "expert" if pilot is None else f"dronet {os.path.basename(cfg.pilot_weights)}",
             "labels": {"steering": "expert yaw-rate command / max_yaw_rate, +left",
                        "collision": f"obstacle inside the corridor of half-width "
                                     f"{cfg.expert.hull_half_width + cfg.expert.label_margin:g} m"
@@ -135,14 +184,19 @@ def record(cfg: RecordConfig, log=print) -> dict:
             now = sim.time
             if step % control_every == 0:
                 command = expert.command()
-                forward, yaw_rate = perturbation.apply(sim, control_every * sim.dt, command,
-                                                       cfg.expert.stop_distance)
+                if pilot is None:
+                    forward, yaw_rate = perturbation.apply(sim, control_every * sim.dt, command,
+                                                           cfg.expert.stop_distance)
+                else:
+                    forward, yaw_rate = pilot.apply(sim, command)
                 climb = 1.0 * (cfg.altitude - sim.state.position[2])
                 sim.set_command(forward, 0.0, climb, yaw_rate)
                 if bag:
                     bag.write_command(now, forward, 0.0, climb, yaw_rate)
             if step % frame_every == 0:
                 rgb, depth = sim.render()
+                if pilot is not None:
+                    pilot.perceive(rgb, now)
                 position, quaternion = sim.camera_pose()
                 writer.add(now, rgb, depth, position, quaternion, command.steering,
                            float(command.collision))
@@ -164,6 +218,7 @@ def record(cfg: RecordConfig, log=print) -> dict:
         sim.close()
     summary = {"frames": len(writer.rows), "distance_m": round(sim.distance, 2),
                "duration_s": round(sim.time, 3), "collisions": collisions,
-               "collision_label_fraction": round(positives / max(1, len(writer.rows)), 4)}
+               "collision_label_fraction": round(positives / max(1, len(writer.rows)), 4),
+               **({} if pilot is None else {"expert_takeovers": pilot.takeovers})}
     writer.close(summary=summary)  # deterministic: no wall-clock values in meta.json
     return {**summary, "wall_time_s": round(time.monotonic() - started, 1)}
