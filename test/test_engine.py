@@ -184,3 +184,24 @@ def test_gpu_script_needs_only_torch_numpy_opencv_safetensors_yaml(tmp_path, rep
         assert (out / name).is_file()
     paper = json.loads((out / "bench_paper.json").read_text())
     assert paper["preset"] == "paper" and set(paper["outputs_vs_naive"]) == {"dronet", "depth"}
+
+
+def test_stack_node_publishes_each_hosted_nodes_topics(tmp_path):
+    """stack_node runs DroNet and depth through its engine; the hosted nodes publish their usual
+    topics with the frame's stamp, and the launcher does not start them a second time."""
+    from dl_perception.ros.launcher import configured_nodes
+    from dl_perception.ros.stack_bench import bench_ros_stack
+
+    depth_weights = tmp_path / "depth.safetensors"
+    models.create("depth").save(str(depth_weights))
+    config = tmp_path / "stack.yaml"
+    config.write_text(
+        "stack_node:\n  ros__parameters:\n    nodes: [dronet_node, depth_node]\n"
+        "    max_frame_age: 0.0\n    precision: fp32\n"
+        f"depth_node:\n  ros__parameters:\n    weights: {depth_weights}\n"
+        "dronet_control_node:\n  ros__parameters:\n    enabled_at_start: false\n")
+    assert configured_nodes(str(config)) == ["stack_node", "dronet_control_node"]
+    result = bench_ros_stack(frames_of(2, 96, 72), rate=5.0, duration=2.0, config=str(config))
+    assert result["nodes"] == ["dronet_node", "depth_node"] and result["skipped"] == {}
+    for row in result["per_node"].values():
+        assert row["frames_processed"] >= 3 and row["drops_total"] == 0
