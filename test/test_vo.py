@@ -142,6 +142,33 @@ def test_monocular_map_holds_the_initial_scale(scene_sequence, tmp_path):
     assert row["ate_percent_of_path"] < 1.0
 
 
+def test_triangulation_keeps_only_points_it_can_trust():
+    """Map points must lie in front of every camera, reproject within the threshold in each and
+    be seen under enough parallax; all sightings of a track take part."""
+    scene = PlanesScene(160, 120)
+    vo = MonocularVO(scene.camera.K)
+    K = scene.camera.K
+    poses = [np.eye(4) for _ in range(3)]
+    for k, pose in enumerate(poses):
+        pose[0, 3] = 0.5 * k  # sideways, 0.5 m apart
+
+    def pixel(point, pose):
+        camera = np.linalg.inv(pose) @ np.append(point, 1.0)
+        return (K @ camera[:3])[:2] / camera[2]
+
+    good = np.array([0.3, -0.2, 6.0])
+    far = np.array([0.0, 0.0, 500.0])  # under 0.1 degree of parallax
+    tracks = [[(pose, pixel(good, pose)) for pose in poses],
+              [(pose, pixel(far, pose)) for pose in poses],
+              # 6 px off the epipolar line
+              [(poses[0], pixel(good, poses[0])), (poses[2], pixel(good, poses[2]) + [0, 6.0])],
+              # consistent rays that meet behind the cameras
+              [(pose, pixel(np.array([0.3, -0.2, -6.0]), pose)) for pose in poses]]
+    world, ok = vo._triangulate(tracks)
+    np.testing.assert_allclose(world[0], good, atol=1e-6)
+    assert ok.tolist() == [True, False, False, False]
+
+
 def test_lost_tracking_publishes_no_wild_pose():
     """Unrelated features (a different scene each frame) never yield a pose."""
     scene = PlanesScene(160, 120)
