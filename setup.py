@@ -60,6 +60,7 @@ setup(
         "mujoco>=3.2",
         "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
         "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
+        "scipy>=1.9",  # the VO's local bundle adjustment (sparse least squares)
         "faiss-cpu>=1.7",
     ],
     extras_require={
