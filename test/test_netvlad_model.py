@@ -254,3 +254,15 @@ def test_train_command(tmp_path, routes, capsys):
     assert main(["train", "netvlad", "--data", routes[0], "--out", out, "--val-db",
                  routes[0]]) == 1
     assert "go together" in capsys.readouterr().err
+
+
+def test_shipped_weights_are_the_depth_initialised_cpu_preset():
+    from dl_perception.paths import resolve_weights, shipped_weights
+    assert resolve_weights("netvlad", "") == shipped_weights("netvlad")  # the nodes' default
+    model = models.load(shipped_weights("netvlad"), expected="netvlad").eval()
+    assert model.config.backbone == "eigen_coarse" and model.whitened
+    assert model.descriptor_dim == 128 and model.config.resize_to == [320, 240]
+    rgb = np.random.default_rng(1).integers(0, 255, (240, 320, 3), np.uint8)
+    with torch.inference_mode():
+        descriptor = model(model.preprocess(DecodedImage(rgb, "rgb8")))["descriptor"]
+    assert torch.isfinite(descriptor).all() and descriptor.norm().item() == pytest.approx(1.0)
