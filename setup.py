@@ -23,6 +23,7 @@ NODES = {
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
     "sim_node": "dl_perception.ros.sim_node:main",
+    "stack_node": "dl_perception.ros.stack_node:main",
     "lift_node": "dl_perception.ros.lift_node:main",
     "vo_node": "dl_perception.ros.vo_node:main",
     "netvlad_node": "dl_perception.ros.netvlad_node:main",

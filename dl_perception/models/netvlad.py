@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, to_rgb8
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 # ImageNet statistics, as VGG16 expects its input
@@ -278,6 +279,10 @@ class NetVLAD(PerceptionModel):
         if image.height == 0 or image.width == 0:
             raise ValueError("netvlad: empty image")
         return self.to_tensor(self.prepare_pixels(to_rgb8(image.pixels, image.encoding)))
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        width, height = self.config.resize_to
+        return tp.resize(frames, width, height, "area") / 255.0
 
 
 MODEL = NetVLAD
