@@ -23,6 +23,7 @@ NODES = {
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
     "sim_node": "dl_perception.ros.sim_node:main",
+    "stack_node": "dl_perception.ros.stack_node:main",
     "lift_node": "dl_perception.ros.lift_node:main",
     "vo_node": "dl_perception.ros.vo_node:main",
     "netvlad_node": "dl_perception.ros.netvlad_node:main",
@@ -59,6 +60,7 @@ setup(
         "mujoco>=3.2",
         "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
         "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
+        "scipy>=1.9",  # the VO's local bundle adjustment (sparse least squares)
         "faiss-cpu>=1.7",
     ],
     extras_require={

@@ -43,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     elif "--ros-args" in argv:  # as launch_ros appends them
         split = argv.index("--ros-args")
         argv, ros_args = argv[:split], argv[split + 1:]
+    if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1].startswith("-")) \
+            and not {"-h", "--help"} & set(argv):
+        argv.insert(1, "stack")  # `dl-perception bench` is the whole-stack benchmark
     args = build_parser().parse_args(argv)
     args.ros_args = ros_args
     from .checkpoint import CheckpointError

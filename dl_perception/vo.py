@@ -3,17 +3,21 @@ image when one is available. Numpy + OpenCV; vo_node and `dl-perception eval vo`
 
 Per frame:
 1. match the frame to the current keyframe: mutual nearest neighbours with Lowe's ratio test;
-2. verify the matches geometrically: essential matrix with RANSAC (OpenCV, 5-point);
-3. initialisation (no 3-D points yet): with a depth image, the keyframe's keypoints are
-   back-projected at their measured depth (metric); without, once the median image motion shows
-   enough parallax, the pose is recovered from the essential matrix (cv2.recoverPose) and the
-   inliers are triangulated; the first baseline sets the unit (the last known one after a
+2. initialisation (no 3-D points yet): with a depth image, the keyframe's keypoints are
+   back-projected at their measured depth (metric); without, the matches are verified by an
+   essential matrix with RANSAC (OpenCV, 5-point) and, once the median image motion shows
+   enough parallax, the pose is recovered from it (cv2.recoverPose) and the inliers are
+   triangulated; that first baseline sets the unit (the last known speed after a
    re-initialisation), so the trajectory is up to scale;
-4. tracking: camera pose from the keyframe's 3-D points by PnP with RANSAC, refined on inliers;
-5. keyframes: when few of the keyframe's points are still tracked, or after a long parallax,
-   the frame becomes the keyframe; its 3-D points are the depth measurements (with depth) or
-   carried over from matched points and triangulated for new ones (without);
-6. tracking loss: too few matches or inliers, or a pose jump beyond what the recent motion
+3. tracking: camera pose from the map points of the matched keyframe keypoints by PnP with
+   RANSAC, refined on inliers; the map carries the scale from frame to frame;
+4. keyframes: when few of the keyframe's points are still tracked, or after a long parallax,
+   the frame becomes the keyframe. With depth its points are the depth measurements. Without,
+   the local map grows: PnP inliers carry their points over, other matches are triangulated
+   from all their sightings (cheirality, reprojection and parallax checks; the rest wait for a
+   longer baseline), points seen again are re-triangulated, and a windowed bundle adjustment
+   refines the recent keyframes and their points, dropping those that do not fit;
+5. tracking loss: too few matches or inliers, or a pose jump beyond what the recent motion
    allows, is reported and not published; after `lost_frames_to_reset` such frames the odometry
    re-initialises from the last good pose instead of publishing a wild one.
 
@@ -47,6 +51,10 @@ class VOConfig:
     max_speed_factor: float = 4.0  # translation per frame vs the recent median (up to scale)
     max_translation_m: float = 2.0  # per frame, metric mode
     lost_frames_to_reset: int = 3
+    ba_window: int = 6  # keyframes in the local bundle adjustment (monocular); 0 = off
+    ba_iterations: int = 20
+    retriangulate: bool = True
+    map_keyframes: int = 20  # keyframes (and the points they see) kept in the map
 
 
 @dataclass
@@ -77,7 +85,38 @@ class _Keyframe:
     features: Features
     pose: np.ndarray  # T_world_camera
     frame: int  # frame counter when it was taken
-    points: dict = field(default_factory=dict)  # keypoint index -> 3-D point (world)
+    serial: int  # keyframe number
+    points: dict = field(default_factory=dict)  # keypoint index -> map point id
+    # keypoint index -> its sightings [(keyframe serial, pixel), ...] while it has no 3-D point
+    # yet: it is triangulated from the first one once the baseline gives enough parallax
+    tracks: dict = field(default_factory=dict)
+
+
+class _Map:
+    """Map points (world positions) with their keyframe observations, and keyframe poses."""
+
+    def __init__(self):
+        self.positions: dict[int, np.ndarray] = {}
+        self.observations: dict[int, list] = {}  # point id -> [(keyframe serial, pixel), ...]
+        self.poses: dict[int, np.ndarray] = {}  # keyframe serial -> T_world_camera
+        self.next_id = 0
+
+    def add(self, position: np.ndarray, observations: list) -> int:
+        self.positions[self.next_id] = np.asarray(position, np.float64)
+        self.observations[self.next_id] = list(observations)
+        self.next_id += 1
+        return self.next_id - 1
+
+    def remove(self, point_id: int) -> None:
+        self.positions.pop(point_id, None)
+        self.observations.pop(point_id, None)
+
+    def forget_before(self, serial: int) -> None:
+        """Drop keyframes older than `serial` and the points no longer seen since."""
+        for old in [k for k in self.poses if k < serial]:
+            del self.poses[old]
+        for point_id in [p for p, obs in self.observations.items() if obs[-1][0] < serial]:
+            self.remove(point_id)
 
 
 def depth_at(depth: DepthImage, keypoints: np.ndarray, K: np.ndarray, max_depth: float) -> np.ndarray:
@@ -114,6 +153,7 @@ class MonocularVO:
         self.losses = 0
         self.reinitialisations = 0
         self.keyframes = 0
+        self.map = _Map()
         self.metric = False
         self.unit_baseline = 1.0  # length unit of an up-to-scale initialisation
         self.recent_steps: list[float] = []
@@ -135,46 +175,169 @@ class MonocularVO:
         return E, mask.ravel().astype(bool)
 
     def _new_keyframe(self, features: Features, pose: np.ndarray, depth: DepthImage | None,
-                      carried: dict | None = None) -> _Keyframe:
-        keyframe = _Keyframe(features, pose.copy(), self.frame_count, dict(carried or {}))
+                      carried: dict | None = None, new_points: dict | None = None,
+                      tracks: dict | None = None) -> _Keyframe:
+        """The frame becomes the keyframe. Its 3-D points: with depth, its own depth readings;
+        without, `carried` (keypoint index -> map point id, now observed here too) and
+        `new_points` (keypoint index -> (world point, earlier sightings)) added to the map."""
+        self.keyframes += 1
+        serial = self.keyframes
+        keyframe = _Keyframe(features, pose.copy(), self.frame_count, serial,
+                             tracks=dict(tracks or {}))
+        self.map.poses[serial] = keyframe.pose
+        self.map.forget_before(serial - self.config.map_keyframes)
+        keypoints = features.keypoints.astype(np.float64)
         if depth is not None:
             z = depth_at(depth, features.keypoints, self.K, self.config.max_depth_m)
-            valid = np.isfinite(z)
-            points = _backproject(features.keypoints[valid], z[valid], self.K)
-            world = points @ pose[:3, :3].T + pose[:3, 3]
-            keyframe.points = dict(zip(np.nonzero(valid)[0].tolist(), world))
-        self.keyframes += 1
+            valid = np.nonzero(np.isfinite(z))[0]
+            world = _backproject(keypoints[valid], z[valid], self.K) @ pose[:3, :3].T + pose[:3, 3]
+            new_points = {int(i): (point, []) for i, point in zip(valid, world)}
+            carried = {}
+        for index, point_id in (carried or {}).items():
+            if point_id in self.map.positions:
+                self.map.observations[point_id].append((serial, keypoints[index]))
+                keyframe.points[index] = point_id
+        if carried and self.config.retriangulate:
+            self._retriangulate(list(keyframe.points.values()))
+        for index, (point, sightings) in (new_points or {}).items():
+            keyframe.points[index] = self.map.add(point, sightings + [(serial, keypoints[index])])
         return keyframe
 
-    def _triangulate(self, kf: _Keyframe, features: Features, pose: np.ndarray,
-                     pairs: np.ndarray) -> dict:
-        """World points for keyframe/frame matches with enough parallax and a small
-        reprojection error, keyed by the frame's keypoint index."""
-        if len(pairs) == 0:
-            return {}
-        P1 = self.K @ invert(kf.pose)[:3]
-        P2 = self.K @ invert(pose)[:3]
-        a = kf.features.keypoints[pairs[:, 0]].T.astype(np.float64)
-        b = features.keypoints[pairs[:, 1]].T.astype(np.float64)
-        homogeneous = cv2.triangulatePoints(P1, P2, a, b)
-        world = (homogeneous[:3] / homogeneous[3]).T
-        out = {}
-        c1, c2 = kf.pose[:3, 3], pose[:3, 3]
-        for index, point in enumerate(world):
-            if not np.isfinite(point).all():
+    def _triangulate(self, tracks: list) -> tuple[np.ndarray, np.ndarray]:
+        """World points from their sightings [(T_world_camera, pixel), ...] by linear
+        (DLT) triangulation over all of them, and whether each is trustworthy: in front of every
+        camera, reprojected within `pnp_threshold_px` in each, and seen under at least
+        `min_triangulation_angle_deg` of parallax between the first and the last sighting."""
+        cfg = self.config
+        K_inv = np.linalg.inv(self.K)
+        world = np.full((len(tracks), 3), np.nan)
+        ok = np.zeros(len(tracks), bool)
+        min_cosine = math.cos(math.radians(cfg.min_triangulation_angle_deg))
+        for index, track in enumerate(tracks):
+            T_camera_world = [invert(pose) for pose, _ in track]
+            rows = []
+            for T, (_, pixel) in zip(T_camera_world, track):
+                x, y, _ = K_inv @ np.append(pixel, 1.0)
+                rows += [x * T[2] - T[0], y * T[2] - T[1]]
+            _, _, Vt = np.linalg.svd(np.array(rows))
+            if abs(Vt[-1, 3]) < 1e-12:
                 continue
-            ok = True
-            for P, pixel in ((P1, a[:, index]), (P2, b[:, index])):
-                projected = P @ np.append(point, 1.0)
-                if projected[2] <= 0 or np.linalg.norm(projected[:2] / projected[2] - pixel) > 2.0:
-                    ok = False
-                    break
-            ray1, ray2 = point - c1, point - c2
-            cosine = ray1 @ ray2 / (np.linalg.norm(ray1) * np.linalg.norm(ray2) + 1e-12)
-            if ok and math.degrees(math.acos(np.clip(cosine, -1, 1))) >= \
-                    self.config.min_triangulation_angle_deg:
-                out[int(pairs[index, 1])] = point
-        return out
+            point = Vt[-1, :3] / Vt[-1, 3]
+            camera = np.array([T[:3, :3] @ point + T[:3, 3] for T in T_camera_world])
+            if np.any(camera[:, 2] <= 0):
+                continue
+            projected = camera @ self.K.T
+            error = np.linalg.norm(projected[:, :2] / projected[:, 2:3]
+                                   - np.array([pixel for _, pixel in track]), axis=1)
+            ray_first, ray_last = point - track[0][0][:3, 3], point - track[-1][0][:3, 3]
+            cosine = ray_first @ ray_last / (np.linalg.norm(ray_first)
+                                             * np.linalg.norm(ray_last) + 1e-12)
+            world[index] = point
+            ok[index] = error.max() < cfg.pnp_threshold_px and cosine <= min_cosine
+        return world, ok
+
+    def _grow_map(self, kf: _Keyframe, features: Features, pose: np.ndarray,
+                  pairs: np.ndarray) -> tuple[dict, dict]:
+        """New 3-D points for keyframe/frame matches without one, triangulated from all the
+        keyframes that saw the keypoint (the first gives the longest baseline); the others keep
+        their sightings for a later keyframe. Returns (frame keypoint index -> (world point,
+        sightings)) and (frame keypoint index -> sightings)."""
+        tracks = []
+        for i in pairs[:, 0].tolist():
+            sightings = [s for s in kf.tracks.get(i, []) if s[0] in self.map.poses]
+            tracks.append(sightings + [(kf.serial, kf.features.keypoints[i].astype(np.float64))])
+        if not tracks:
+            return {}, {}
+        pixels = features.keypoints[pairs[:, 1]].astype(np.float64)
+        world, ok = self._triangulate([[(self.map.poses[s], p) for s, p in track] + [(pose, pixel)]
+                                       for track, pixel in zip(tracks, pixels)])
+        frame_index = pairs[:, 1].tolist()
+        points = {frame_index[k]: (world[k], tracks[k]) for k in np.nonzero(ok)[0]}
+        waiting = {frame_index[k]: tracks[k] for k in np.nonzero(~ok)[0]}
+        return points, waiting
+
+    def _retriangulate(self, point_ids: list) -> None:
+        """Points again from all their sightings: the longer baseline cuts the depth error (and
+        the bias of having been accepted at the first parallax that passed)."""
+        tracks = [[(self.map.poses[s], pixel) for s, pixel in self.map.observations[p]
+                   if s in self.map.poses] for p in point_ids]
+        usable = [k for k, track in enumerate(tracks) if len(track) > 2]
+        if not usable:
+            return
+        world, ok = self._triangulate([tracks[k] for k in usable])
+        for k, point, good in zip(usable, world, ok):
+            if good:
+                self.map.positions[point_ids[k]] = point
+
+    def _bundle_adjust(self) -> None:
+        """Local bundle adjustment (monocular): keyframe poses of the window but its two oldest
+        (they fix position, orientation and scale) and the points seen at least twice in it,
+        by robust (Huber) least squares on the reprojection errors; points that still do not
+        fit are dropped."""
+        from scipy.optimize import least_squares
+        from scipy.sparse import lil_matrix
+
+        cfg = self.config
+        serials = sorted(self.map.poses)[-cfg.ba_window:]
+        if len(serials) < 3:
+            return
+        free = {serial: slot for slot, serial in enumerate(serials[2:])}
+        in_window = set(serials)
+        point_ids = [p for p, obs in self.map.observations.items()
+                     if sum(s in in_window for s, _ in obs) >= 2]
+        if len(point_ids) < cfg.min_inliers:
+            return
+        pose_slot, point_slot, pixels, fixed = [], [], [], []
+        for slot, point_id in enumerate(point_ids):
+            for serial, pixel in self.map.observations[point_id]:
+                if serial in in_window:
+                    pose_slot.append(free.get(serial, -1))
+                    point_slot.append(slot)
+                    pixels.append(pixel)
+                    fixed.append(invert(self.map.poses[serial]))
+        pose_slot, point_slot = np.array(pose_slot), np.array(point_slot)
+        pixels, fixed = np.array(pixels), np.array(fixed)
+        free_slots = pose_slot >= 0
+        x0 = []
+        for serial in serials[2:]:
+            T = invert(self.map.poses[serial])
+            x0 += [cv2.Rodrigues(T[:3, :3])[0].ravel(), T[:3, 3]]
+        x0 = np.concatenate(x0 + [self.map.positions[p] for p in point_ids])
+        n_pose = 6 * len(free)
+
+        def residuals(x):
+            T = fixed.copy()
+            for slot in range(len(free)):
+                rows = pose_slot == slot
+                T[rows, :3, :3] = cv2.Rodrigues(x[6 * slot:6 * slot + 3])[0]
+                T[rows, :3, 3] = x[6 * slot + 3:6 * slot + 6]
+            points = x[n_pose:].reshape(-1, 3)[point_slot]
+            camera = np.einsum("nij,nj->ni", T[:, :3, :3], points) + T[:, :3, 3]
+            projected = camera @ self.K.T
+            return (projected[:, :2] / np.maximum(projected[:, 2:3], 1e-6) - pixels).ravel()
+
+        sparsity = lil_matrix((2 * len(pixels), len(x0)), dtype=int)
+        for row, (pose_index, point_index) in enumerate(zip(pose_slot, point_slot)):
+            if pose_index >= 0:
+                sparsity[2 * row:2 * row + 2, 6 * pose_index:6 * pose_index + 6] = 1
+            sparsity[2 * row:2 * row + 2, n_pose + 3 * point_index:n_pose + 3 * point_index + 3] = 1
+        solution = least_squares(residuals, x0, jac_sparsity=sparsity, loss="huber",
+                                 f_scale=cfg.pnp_threshold_px, max_nfev=cfg.ba_iterations,
+                                 x_scale="jac", method="trf")
+        x = solution.x
+        for serial, slot in free.items():
+            T = np.eye(4)
+            T[:3, :3] = cv2.Rodrigues(x[6 * slot:6 * slot + 3])[0]
+            T[:3, 3] = x[6 * slot + 3:6 * slot + 6]
+            self.map.poses[serial][:] = invert(T)  # in place: the keyframes share the matrix
+        for point_id, point in zip(point_ids, x[n_pose:].reshape(-1, 3)):
+            self.map.positions[point_id] = point
+        error = np.linalg.norm(residuals(x).reshape(-1, 2), axis=1)
+        for slot in np.unique(point_slot[error > 2 * cfg.pnp_threshold_px]):
+            self.map.remove(point_ids[slot])
+        self.keyframe.points = {i: p for i, p in self.keyframe.points.items()
+                                if p in self.map.positions}
+        self.pose = self.keyframe.pose.copy()
 
     def _plausible(self, pose: np.ndarray, frames_since_good: int) -> bool:
         step = invert(self.pose) @ pose
@@ -248,19 +411,21 @@ class MonocularVO:
             return self._lost(features, depth, f"{len(pairs)} matches")
         pa = kf.features.keypoints[pairs[:, 0]].astype(np.float64)
         pb = features.keypoints[pairs[:, 1]].astype(np.float64)
-        E, inlier = self._essential_inliers(pa, pb)
         parallax = float(np.median(np.linalg.norm(pa - pb, axis=1)))
-        if E is None or inlier.sum() < cfg.min_inliers:
-            return self._lost(features, depth, f"{int(inlier.sum())} essential-matrix inliers")
-        pairs, pa, pb = pairs[inlier], pa[inlier], pb[inlier]
-
         if initialising:
-            return self._initialise(kf, features, pairs, pa, pb, E, parallax, depth)
+            E, inlier = self._essential_inliers(pa, pb)
+            if E is None or inlier.sum() < cfg.min_inliers:
+                return self._lost(features, depth, f"{int(inlier.sum())} essential-matrix inliers")
+            return self._initialise(kf, features, pairs[inlier], pa[inlier], pb[inlier], E,
+                                    parallax, depth)
 
+        # tracking: PnP's RANSAC rejects the wrong matches; new points pass the reprojection
+        # test of the triangulation
         with_point = np.array([int(i) in kf.points for i in pairs[:, 0]])
         if with_point.sum() < cfg.min_inliers:
             return self._lost(features, depth, f"{int(with_point.sum())} tracked 3-D points")
-        object_points = np.array([kf.points[int(i)] for i in pairs[with_point, 0]])
+        point_ids = [kf.points[int(i)] for i in pairs[with_point, 0]]
+        object_points = np.array([self.map.positions[p] for p in point_ids])
         image_points = pb[with_point]
         T_c_w = invert(self.pose)
         rvec, _ = cv2.Rodrigues(T_c_w[:3, :3])
@@ -283,12 +448,15 @@ class MonocularVO:
         tracked_fraction = len(keep) / max(1, len(kf.points))
         status = "tracking"
         if tracked_fraction < cfg.keyframe_tracked_fraction or parallax > cfg.keyframe_parallax_px:
-            carried = {int(pairs[with_point][i, 1]): object_points[i] for i in keep}
+            carried = {int(pairs[with_point][i, 1]): point_ids[i] for i in keep}
+            new, waiting = {}, {}
             if depth is None:
-                new = self._triangulate(kf, features, pose, pairs[~with_point])
-                carried = {**new, **carried}
-            if depth is not None or len(carried) >= cfg.min_inliers:
-                self.keyframe = self._new_keyframe(features, pose, depth, carried)
+                new, waiting = self._grow_map(kf, features, pose, pairs[~with_point])
+            if depth is not None or len(carried) + len(new) >= cfg.min_inliers:
+                self.keyframe = self._new_keyframe(features, pose, depth, carried, new, waiting)
+                if depth is None and cfg.ba_window:
+                    self._bundle_adjust()
+                    pose = self.pose
                 status = "keyframe"
         return VOResult(pose.copy(), status, len(pairs), len(keep), self.metric)
 
@@ -307,14 +475,14 @@ class MonocularVO:
         T_c2_c1[:3, :3] = R
         T_c2_c1[:3, 3] = t.ravel() * self.unit_baseline
         pose = kf.pose @ invert(T_c2_c1)
-        points = self._triangulate(kf, features, pose, pairs[mask.ravel() > 0])
+        points, waiting = self._grow_map(kf, features, pose, pairs[mask.ravel() > 0])
         if len(points) < cfg.min_inliers:
             return VOResult(None, "initialising", len(pairs), len(points), self.metric)
         self.pose = pose
         self.last_good_frame = self.frame_count
         self.lost_frames = 0
         self.recent_steps = []
-        self.keyframe = self._new_keyframe(features, pose, None, points)
+        self.keyframe = self._new_keyframe(features, pose, None, {}, points, waiting)
         return VOResult(pose.copy(), "keyframe", len(pairs), len(points), self.metric)
 
 

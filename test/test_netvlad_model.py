@@ -46,15 +46,16 @@ def test_layer_matches_the_definition():
 
 def test_cpu_preset_shapes_and_preprocessing():
     model = models.create("netvlad").eval()
-    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 128
-    rgb = np.random.default_rng(0).integers(0, 255, (240, 320, 3), np.uint8)
+    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 96
+    rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
     batch = model.preprocess(DecodedImage(rgb, "rgb8"))
-    assert batch.shape == (1, 3, 192, 256) and batch.dtype == torch.float32
+    assert batch.shape == (1, 3, 240, 320) and batch.dtype == torch.float32
+    assert model.local_descriptors(batch).shape == (1, 96, 14, 19)
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     torch.testing.assert_close(model.preprocess(DecodedImage(bgr, "bgr8")), batch)
     with torch.inference_mode():
         out = model(torch.cat([batch, batch.flip(3)]))
-    assert out["descriptor"].shape == (2, 8192)  # whitening not fitted yet: the VLAD vector
+    assert out["descriptor"].shape == (2, 6144)  # whitening not fitted yet: the VLAD vector
     assert torch.allclose(out["descriptor"].norm(dim=1), torch.ones(2))
     with pytest.raises(ValueError, match="empty"):
         model.preprocess(DecodedImage(np.zeros((0, 0, 3), np.uint8), "rgb8"))
@@ -97,6 +98,33 @@ def test_whitening_decorrelates_and_travels_in_the_checkpoint(tmp_path):
         model.fit_whitening(vlads[:10])
     with pytest.raises(CheckpointError, match="expected 'dronet'"):
         models.load(path, expected="dronet")
+
+
+def test_backbone_starts_from_the_depth_network(tmp_path):
+    from dl_perception.training.netvlad import load_depth_backbone
+    depth_path = str(tmp_path / "depth.safetensors")
+    depth = models.create("depth")
+    depth.save(depth_path)
+    model = models.create("netvlad", resize_to=[64, 48])
+    load_depth_backbone(model, depth_path)
+    for name in ("coarse1", "coarse2", "coarse3", "coarse4"):
+        torch.testing.assert_close(getattr(model.backbone, name).weight,
+                                   getattr(depth, name).weight)
+    # the network's first layers, applied as the depth network applies them
+    x = torch.rand(1, 3, 48, 64)
+    with torch.inference_mode():
+        y = (x - depth.mean) / depth.std
+        y = F.max_pool2d(F.relu(depth.coarse1(y)), 2)
+        y = F.max_pool2d(F.relu(depth.coarse2(y)), 2)
+        expected = depth.coarse4(F.relu(depth.coarse3(y)))
+        torch.testing.assert_close(model.local_descriptors(x), expected)
+    wider = models.create("netvlad", eigen_channels=[32, 64, 96, 128])
+    with pytest.raises(ValueError, match="coarse4"):
+        load_depth_backbone(wider, depth_path)
+    with pytest.raises(ValueError, match="eigen_coarse"):
+        load_depth_backbone(models.create("netvlad", backbone="light"), depth_path)
+    with pytest.raises(CheckpointError):
+        load_depth_backbone(model, str(tmp_path / "missing.safetensors"))
 
 
 def test_triplet_ranking_loss_values():
@@ -226,3 +254,15 @@ def test_train_command(tmp_path, routes, capsys):
     assert main(["train", "netvlad", "--data", routes[0], "--out", out, "--val-db",
                  routes[0]]) == 1
     assert "go together" in capsys.readouterr().err
+
+
+def test_shipped_weights_are_the_depth_initialised_cpu_preset():
+    from dl_perception.paths import resolve_weights, shipped_weights
+    assert resolve_weights("netvlad", "") == shipped_weights("netvlad")  # the nodes' default
+    model = models.load(shipped_weights("netvlad"), expected="netvlad").eval()
+    assert model.config.backbone == "eigen_coarse" and model.whitened
+    assert model.descriptor_dim == 128 and model.config.resize_to == [320, 240]
+    rgb = np.random.default_rng(1).integers(0, 255, (240, 320, 3), np.uint8)
+    with torch.inference_mode():
+        descriptor = model(model.preprocess(DecodedImage(rgb, "rgb8")))["descriptor"]
+    assert torch.isfinite(descriptor).all() and descriptor.norm().item() == pytest.approx(1.0)

@@ -316,6 +316,16 @@ def test_place_commands_end_to_end(tmp_path, weights, cli):
     result = cli("eval", "place", "--weights", weights, "--database", database_route,
                   "--queries", elsewhere)
     assert result.returncode == 1 and "different place groups" in result.stderr
+    empty = str(tmp_path / "empty.safetensors")
+    PlaceDatabase(dim=info["dim"], model=PlaceDatabase.load(db_path).model).save(empty)
+    result = cli("eval", "place", "--weights", weights, "--database", empty, "--queries",
+                  query_route)
+    assert result.returncode == 1 and "database is empty" in result.stderr
+    corrupt = tmp_path / "corrupt.safetensors"
+    corrupt.write_bytes(open(db_path, "rb").read()[:300])
+    result = cli("eval", "place", "--weights", weights, "--database", str(corrupt), "--queries",
+                  query_route)
+    assert result.returncode == 1 and "corrupt or truncated" in result.stderr
 
 
 def test_build_db_from_bag_command(tmp_path, weights):

@@ -120,6 +120,55 @@ def test_vo_follows_the_scene_through_black_frames(scene_sequence, tmp_path, use
     assert not np.any(np.isclose(stamps, 2.6)) and np.any(stamps > 3.5)
 
 
+def _step_ratios(estimate_tum, reference_tum):
+    """Estimated over true distance between consecutive estimated poses."""
+    t_est, p_est = _read_tum(estimate_tum)
+    t_ref, p_ref = _read_tum(reference_tum)
+    p_ref = p_ref[_associate(t_ref, t_est, 0.01)[:, 0]]
+    return (np.linalg.norm(np.diff(p_est, axis=0), axis=1)
+            / np.linalg.norm(np.diff(p_ref, axis=0), axis=1))
+
+
+def test_monocular_map_holds_the_initial_scale(scene_sequence, tmp_path):
+    """Without depth, PnP against the triangulated map keeps the unit of the two-view start:
+    no re-initialisation, and the step lengths at the end have the scale of the start."""
+    result = evaluate_vo([scene_sequence], _sift(), str(tmp_path), use_depth=False,
+                         max_frames=25)
+    row = result["sequences"][0]
+    assert row["reinitialisations"] == 0 and row["tracked"] >= 20
+    ratios = _step_ratios(row["estimate_tum"], row["reference_tum"])[1:]
+    start, end = np.median(ratios[:6]), np.median(ratios[-6:])
+    assert end == pytest.approx(start, rel=0.05)
+    assert row["ate_percent_of_path"] < 1.0
+
+
+def test_triangulation_keeps_only_points_it_can_trust():
+    """Map points must lie in front of every camera, reproject within the threshold in each and
+    be seen under enough parallax; all sightings of a track take part."""
+    scene = PlanesScene(160, 120)
+    vo = MonocularVO(scene.camera.K)
+    K = scene.camera.K
+    poses = [np.eye(4) for _ in range(3)]
+    for k, pose in enumerate(poses):
+        pose[0, 3] = 0.5 * k  # sideways, 0.5 m apart
+
+    def pixel(point, pose):
+        camera = np.linalg.inv(pose) @ np.append(point, 1.0)
+        return (K @ camera[:3])[:2] / camera[2]
+
+    good = np.array([0.3, -0.2, 6.0])
+    far = np.array([0.0, 0.0, 500.0])  # under 0.1 degree of parallax
+    tracks = [[(pose, pixel(good, pose)) for pose in poses],
+              [(pose, pixel(far, pose)) for pose in poses],
+              # 6 px off the epipolar line
+              [(poses[0], pixel(good, poses[0])), (poses[2], pixel(good, poses[2]) + [0, 6.0])],
+              # consistent rays that meet behind the cameras
+              [(pose, pixel(np.array([0.3, -0.2, -6.0]), pose)) for pose in poses]]
+    world, ok = vo._triangulate(tracks)
+    np.testing.assert_allclose(world[0], good, atol=1e-6)
+    assert ok.tolist() == [True, False, False, False]
+
+
 def test_lost_tracking_publishes_no_wild_pose():
     """Unrelated features (a different scene each frame) never yield a pose."""
     scene = PlanesScene(160, 120)
@@ -139,9 +188,17 @@ def test_eval_vo_command(scene_sequence, tmp_path):
     result = subprocess.run(
         [os.path.join(BIN, "dl-perception"), "eval", "vo", "--sequences", scene_sequence,
          "--features", "sift", "--depth", "recorded", "--out", str(tmp_path / "traj"),
-         "--json", str(out)], capture_output=True, text=True, timeout=300)
+         "--json", str(out), "--feature-cache", str(tmp_path / "cache")],
+        capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "ATE_%path" in result.stdout and "all sequences pass" in result.stdout
     data = json.loads(out.read_text())
     assert data["all_pass"] and data["depth"] == "recorded"
     assert os.path.isfile(tmp_path / "traj" / "planes.vo.tum")
+    # the cached features give the same run without the extractor
+    cached, = (tmp_path / "cache").iterdir()
+    assert cached.name.startswith("planes-")
+    row = data["sequences"][0]
+    again = evaluate_vo([scene_sequence], None, str(tmp_path / "again"), use_depth=True,
+                        feature_cache=(str(tmp_path / "cache"), cached.name[7:-4]))
+    assert again["sequences"][0]["ate_rmse"] == pytest.approx(row["ate_rmse"])

@@ -52,6 +52,8 @@ def eval_features(args) -> int:
 
 def _extractor(args):
     """(name, rgb -> (keypoints, descriptors)) for the chosen features."""
+    import hashlib
+
     import cv2
     import numpy as np
     if args.features != "lift":
@@ -64,13 +66,15 @@ def _extractor(args):
     from ..evaluation.features import LIFTExtractor
     from ..paths import resolve_weights
     weights = resolve_weights("lift", args.weights or "")
+    with open(weights, "rb") as handle:  # the name tells weights apart (feature cache key)
+        weights_digest = hashlib.sha1(handle.read()).hexdigest()[:12]
     lift = LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
                          args.max_keypoints)
 
     def extract(rgb):
         points, descriptors = lift(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
         return points, np.asarray(descriptors, np.float32)
-    return f"lift ({weights})", extract
+    return f"lift ({weights}, sha1 {weights_digest})", extract
 
 
 def eval_vo(args) -> int:
@@ -81,8 +85,14 @@ def eval_vo(args) -> int:
     print(f"VO on {name} features, "
           + ("metric scale from the recorded depth images" if use_depth
              else "monocular (up to scale, Sim(3) alignment)"))
+    cache = None
+    if args.feature_cache:  # keyed by what makes the features: method, weights, budget
+        import hashlib
+        cache = (args.feature_cache,
+                 hashlib.sha1(f"{name} {args.max_keypoints}".encode()).hexdigest()[:12])
     result = evaluate_vo(args.sequences, extract, args.out, use_depth=use_depth,
-                         max_frames=args.max_frames, target_percent=args.target)
+                         max_frames=args.max_frames, target_percent=args.target,
+                         feature_cache=cache)
     print(format_vo_report(result))
     print(f"trajectories (TUM format) in {args.out}")
     write_json(args.json, {"features": name, "depth": args.depth, **result})
@@ -172,6 +182,8 @@ def register(verbs) -> None:
                         "stand in for depth_node (metric scale)")
     v.add_argument("--max-keypoints", type=int, default=1000)
     v.add_argument("--max-frames", type=int, help="only the first N frames of each sequence")
+    v.add_argument("--feature-cache", help="folder keeping each sequence's features, so that "
+                   "another run (e.g. --depth recorded after --depth none) skips the network")
     v.add_argument("--target", type=float, default=2.0, help="ATE RMSE target, %% of path")
     v.add_argument("--json")
     v.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -20,7 +20,8 @@ def train(args) -> int:
         torch.set_num_threads(args.threads)
     model = train_netvlad(args.data, args.out, NetVLADTrainConfig(**overrides), device,
                           preset=args.preset, init_weights=args.init, validation=validation,
-                          model_overrides={} if args.pca_dim is None else {"pca_dim": args.pca_dim})
+                          model_overrides={} if args.pca_dim is None else {"pca_dim": args.pca_dim},
+                          backbone_weights=args.init_backbone)
     print(f"wrote {args.out} (netvlad, {model.descriptor_dim}-D descriptors)")
     return 0
 
@@ -121,6 +122,8 @@ def register(verbs) -> None:
     t.add_argument("--out", required=True, help="output checkpoint")
     t.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
     t.add_argument("--init", help="start from this checkpoint")
+    t.add_argument("--init-backbone", help="depth checkpoint (`train depth`) whose Coarse 1-4 "
+                   "the cpu preset's backbone starts from")
     t.add_argument("--val-db", help="validation database folder (Recall@1 picks the epoch)")
     t.add_argument("--val-queries", help="validation query folder")
     t.add_argument("--threads", type=int, help="torch CPU threads")

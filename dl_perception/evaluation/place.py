@@ -97,6 +97,8 @@ def evaluate_place(weights: str, database_source: str, query_folder: str, device
 
     model = models.load(weights, expected="netvlad").to(device)
     database, db_group = load_or_build_database(model, database_source, device)
+    if len(database) == 0:  # nothing to recall: a clear error rather than a metric of nothing
+        raise ValueError(f"{database_source}: the place database is empty (0 places)")
     queries = read_place_folder(query_folder)
     if db_group is not None and db_group != queries.group:
         raise ValueError(f"database ({db_group}) and queries ({queries.group}) lie in different "

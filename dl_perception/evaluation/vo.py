@@ -105,19 +105,41 @@ class SequenceRun:
     reference_tum: str
 
 
+def sequence_features(frames, extract, cache_file: str | None = None) -> list:
+    """(keypoints, descriptors) of every frame, read from `cache_file` when it holds at least
+    these frames, otherwise extracted (and written there)."""
+    if cache_file and os.path.isfile(cache_file):
+        with np.load(cache_file) as cached:
+            if int(cached["frames"]) >= len(frames):
+                return [(cached[f"keypoints{i}"], cached[f"descriptors{i}"])
+                        for i in range(len(frames))]
+    features = [extract(frame.load_rgb()) for frame in frames]
+    if cache_file:
+        os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
+        arrays = {"frames": np.array(len(frames))}
+        for i, (keypoints, descriptors) in enumerate(features):
+            arrays[f"keypoints{i}"] = keypoints
+            arrays[f"descriptors{i}"] = descriptors
+        np.savez(cache_file, **arrays)
+    return features
+
+
 def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool,
                        config: VOConfig | None = None, max_frames: int | None = None,
-                       log=print) -> SequenceRun:
+                       log=print, feature_cache: tuple[str, str] | None = None) -> SequenceRun:
     """Feed every frame's features (and the recorded depth when `use_depth`) to the VO and write
-    the estimate and the ground truth as TUM files."""
+    the estimate and the ground truth as TUM files. `feature_cache`: (folder, key of the
+    feature extractor) to keep the features between runs."""
     sequence = read_sequence(sequence_dir)
     frames = sequence.frames[:max_frames] if max_frames else sequence.frames
     K = sequence.camera.K
     vo = MonocularVO(K, config)
     name = os.path.basename(os.path.normpath(sequence_dir))
+    cache_file = (os.path.join(feature_cache[0], f"{name}-{feature_cache[1]}.npz")
+                  if feature_cache else None)
+    features = sequence_features(frames, extract, cache_file)
     stamps, poses, gt_stamps, gt_poses = [], [], [], []
-    for frame in frames:
-        keypoints, descriptors = extract(frame.load_rgb())
+    for frame, (keypoints, descriptors) in zip(frames, features):
         depth = DepthImage(frame.load_depth(), K) if use_depth and frame.depth else None
         result = vo.process(Features(keypoints, descriptors), depth)
         if np.isfinite(frame.position).all():
@@ -138,11 +160,12 @@ def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool
 
 def evaluate_vo(sequence_dirs: list[str], extract, out_dir: str, use_depth: bool = False,
                 config: VOConfig | None = None, max_frames: int | None = None,
-                target_percent: float = 2.0, log=print) -> dict:
+                target_percent: float = 2.0, log=print,
+                feature_cache: tuple[str, str] | None = None) -> dict:
     rows = []
     for sequence_dir in sequence_dirs:
         run = run_vo_on_sequence(sequence_dir, extract, out_dir, use_depth, config, max_frames,
-                                 log)
+                                 log, feature_cache)
         if run.tracked < 3:
             errors = {"ate_rmse": float("inf"), "ate_percent_of_path": float("inf")}
         else:

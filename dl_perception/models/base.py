@@ -18,6 +18,8 @@ class PerceptionModel(nn.Module):
     Config: ClassVar[type]
     # preset name -> keyword overrides of Config; "cpu" is the default, "paper" the published one
     presets: ClassVar[dict[str, dict]] = {"cpu": {}}
+    # False where `forward` takes one frame at a time (the engine then runs frames one by one)
+    batchable: ClassVar[bool] = True
 
     def __init__(self, config):
         super().__init__()
@@ -31,6 +33,11 @@ class PerceptionModel(nn.Module):
 
     def preprocess(self, image: DecodedImage) -> torch.Tensor:
         """One decoded frame -> a 1xCxHxW float tensor on the CPU."""
+        raise NotImplementedError
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        """N x 3 x H x W uint8 RGB frames on any device -> the input batch `preprocess` would
+        make of them one by one, on that device (built from dl_perception.tensor_preprocess)."""
         raise NotImplementedError
 
     def preprocessing_info(self) -> dict:

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, to_rgb8
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 FINE_KERNEL, FINE_STRIDE, POOL = 9, 2, 2
@@ -231,6 +232,14 @@ class EigenDepth(PerceptionModel):
         rgb = to_rgb8(image.pixels, image.encoding)
         pixels = self.network_pixels(np.ascontiguousarray(rgb))
         return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)[None]
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        view = self.view(frames.shape[-1], frames.shape[-2])
+        shrinking = view.resized_width * view.resized_height < frames.shape[-1] * frames.shape[-2]
+        resized = tp.resize(frames, view.resized_width, view.resized_height,
+                            "area" if shrinking else "linear")
+        width, height = self.config.input_size
+        return tp.crop(resized, view.offset_x, view.offset_y, width, height) / 255.0
 
     def preprocessing_info(self) -> dict:
         return {"color": "rgb", "input_size_wh": list(self.config.input_size),

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, gray_scale_factor, to_gray
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 BN_EPS = 1e-3
@@ -158,6 +159,12 @@ class DroNet(PerceptionModel):
         gray = to_gray(image)
         crop = self.crop_pixels(gray).astype(np.float32) * np.float32(gray_scale_factor(gray))
         return torch.from_numpy(np.ascontiguousarray(crop))[None, None]
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        width, height = self.config.resize_to
+        resized = tp.resize(tp.gray(frames), width, height, "linear")
+        size = self.config.crop_size
+        return tp.crop(resized, (width - size) // 2, height - size, size, size) / 255.0
 
 
 MODEL = DroNet

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, gray_scale_factor, to_gray
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 
@@ -308,6 +309,7 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
+    batchable = False
     presets = {
         # CPU default: smaller detector kernel and descriptor/orientation widths, four octaves
         "cpu": {"detector_filter": 15, "orientation_channels": [8, 16, 32],
@@ -334,6 +336,9 @@ class LIFT(PerceptionModel):
         gray = to_gray(image)
         pixels = gray.astype(np.float32) * np.float32(gray_scale_factor(gray))
         return torch.from_numpy(np.ascontiguousarray(pixels))[None, None]
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        return tp.gray(frames) / 255.0
 
     @property
     def detector_patch(self) -> int:

@@ -4,8 +4,12 @@ softmax), sums their residuals to each cluster centre, intra-normalises per clus
 L2-normalises the whole; optional PCA whitening (to 4096-D in the paper) and a final L2.
 
 Presets: `paper` is VGG16 cropped at conv5_3 (before its ReLU, as the paper), K = 64,
-D = 512, 4096-D whitening, for the GPU; `cpu` (default) is a light six-convolution backbone with
-the same layer on top, 128-D local descriptors and 256-D whitening.
+D = 512, 4096-D whitening, for the GPU; `cpu` (default) is the first four convolutions of the
+project's Eigen depth network (its coarse stack cropped at Coarse 4, before the ReLU) at 320x240,
+96-D local descriptors and 256-D whitening: as the paper starts from a network pre-trained for
+another task (ImageNet classification), the CPU backbone starts from one this project trained
+for depth prediction on simulator worlds (`dl-perception train netvlad --init-backbone`).
+`light` is a six-convolution backbone for training from scratch.
 
 The whitening is part of the checkpoint (buffers `whitening_mean`, `whitening_projection`,
 `whitening_fitted`); until fitted, `descriptor` is the VLAD vector itself.
@@ -22,20 +26,29 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, to_rgb8
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 # ImageNet statistics, as VGG16 expects its input
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
 VGG16_CONV5 = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512, 512]]
+# the depth network's input normalisation (models/depth.py), which the eigen_coarse backbone keeps
+DEPTH_MEAN = (0.5, 0.5, 0.5)
+DEPTH_STD = (0.25, 0.25, 0.25)
 
 
 @dataclass
 class NetVLADConfig:
-    backbone: str = "light"  # "light" (CPU) or "vgg16" (the paper's, cropped at conv5_3)
+    # "eigen_coarse" (CPU), "light" (CPU, from scratch) or "vgg16" (the paper's, to conv5_3)
+    backbone: str = "eigen_coarse"
+    # eigen_coarse backbone: output channels of the depth network's Coarse 1-4
+    eigen_channels: list = field(default_factory=lambda: [32, 64, 96, 96])
     # light backbone: channels of its three stages (two 3x3 convolutions each)
     light_channels: list = field(default_factory=lambda: [32, 64, 128])
-    resize_to: list = field(default_factory=lambda: [256, 192])  # (width, height)
+    resize_to: list = field(default_factory=lambda: [320, 240])  # (width, height)
+    input_mean: list = field(default_factory=lambda: list(DEPTH_MEAN))  # RGB in [0, 1]
+    input_std: list = field(default_factory=lambda: list(DEPTH_STD))
     num_clusters: int = 64
     normalize_input: bool = True  # L2 on each local descriptor before the layer (paper: preL2)
     pca_dim: int = 256  # 0 = no whitening
@@ -67,6 +80,37 @@ class LightBackbone(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+class EigenCoarseBackbone(nn.Module):
+    """Coarse 1-4 of the Eigen depth network (models/depth.py): conv11x11/4 and 2x2 max pooling,
+    conv5x5 and 2x2 max pooling, two 3x3 convolutions; cropped before Coarse 4's ReLU. Output
+    stride 16. Layer names match the depth network's, so its weights load by name."""
+
+    def __init__(self, channels: list[int]):
+        super().__init__()
+        c1, c2, c3, c4 = channels
+        self.coarse1 = nn.Conv2d(3, c1, 11, stride=4)
+        self.coarse2 = nn.Conv2d(c1, c2, 5, padding=2)
+        self.coarse3 = nn.Conv2d(c2, c3, 3, padding=1)
+        self.coarse4 = nn.Conv2d(c3, c4, 3, padding=1)
+        self.out_channels = c4
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = F.max_pool2d(F.relu(self.coarse1(x)), 2)
+        x = F.max_pool2d(F.relu(self.coarse2(x)), 2)
+        return self.coarse4(F.relu(self.coarse3(x)))
+
+    def load_depth_network(self, depth_state: dict[str, torch.Tensor]) -> None:
+        """Copy Coarse 1-4 from a depth network's state dict; a clear error if shapes differ."""
+        own = self.state_dict()
+        for name, tensor in own.items():
+            if name not in depth_state:
+                raise ValueError(f"netvlad: the depth checkpoint has no '{name}'")
+            if depth_state[name].shape != tensor.shape:
+                raise ValueError(f"netvlad: depth '{name}' is {tuple(depth_state[name].shape)}, "
+                                 f"the backbone needs {tuple(tensor.shape)} (eigen_channels)")
+        self.load_state_dict({name: depth_state[name] for name in own})
 
 
 class VGG16Conv5(nn.Module):
@@ -136,7 +180,8 @@ class NetVLAD(PerceptionModel):
     Config = NetVLADConfig
     presets = {
         "cpu": {},
-        "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096},
+        "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096,
+                  "input_mean": list(RGB_MEAN), "input_std": list(RGB_STD)},
     }
 
     def __init__(self, config: NetVLADConfig):
@@ -145,8 +190,11 @@ class NetVLAD(PerceptionModel):
             self.backbone = VGG16Conv5()
         elif config.backbone == "light":
             self.backbone = LightBackbone(list(config.light_channels))
+        elif config.backbone == "eigen_coarse":
+            self.backbone = EigenCoarseBackbone(list(config.eigen_channels))
         else:
-            raise ValueError(f"netvlad: unknown backbone '{config.backbone}' (light, vgg16)")
+            raise ValueError(f"netvlad: unknown backbone '{config.backbone}' "
+                             "(eigen_coarse, light, vgg16)")
         dim = self.backbone.out_channels
         self.vlad = NetVLADLayer(config.num_clusters, dim, config.normalize_input)
         self.vlad_dim = config.num_clusters * dim
@@ -155,8 +203,8 @@ class NetVLAD(PerceptionModel):
         self.register_buffer("whitening_mean", torch.zeros(self.vlad_dim if config.pca_dim else 0))
         self.register_buffer("whitening_projection", torch.zeros(config.pca_dim, self.vlad_dim))
         self.register_buffer("whitening_fitted", torch.zeros((), dtype=torch.bool))
-        mean = torch.tensor(RGB_MEAN).view(1, 3, 1, 1)
-        std = torch.tensor(RGB_STD).view(1, 3, 1, 1)
+        mean = torch.tensor(config.input_mean, dtype=torch.float32).view(1, 3, 1, 1)
+        std = torch.tensor(config.input_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
 
@@ -210,7 +258,9 @@ class NetVLAD(PerceptionModel):
 
     def preprocessing_info(self) -> dict:
         return {"color": "rgb", "resize_to_wh": list(self.config.resize_to),
-                "interpolation": "area", "scale": "1/255", "normalize": "imagenet mean/std"}
+                "interpolation": "area", "scale": "1/255",
+                "normalize": {"mean": list(self.config.input_mean),
+                              "std": list(self.config.input_std)}}
 
     def prepare_pixels(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> the network's input size (uint8)."""
@@ -229,6 +279,10 @@ class NetVLAD(PerceptionModel):
         if image.height == 0 or image.width == 0:
             raise ValueError("netvlad: empty image")
         return self.to_tensor(self.prepare_pixels(to_rgb8(image.pixels, image.encoding)))
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        width, height = self.config.resize_to
+        return tp.resize(frames, width, height, "area") / 255.0
 
 
 MODEL = NetVLAD

@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..imaging import DecodedImage, to_rgb8
+from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 # GoogLeNet's Inception modules: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection
@@ -271,14 +272,16 @@ class PoseNet(PerceptionModel):
         return out
 
     # --- images ---------------------------------------------------------------------------
-    def resize(self, rgb: np.ndarray) -> np.ndarray:
-        """Resize so the shorter side is `resize_short` (aspect kept), uint8 RGB."""
-        height, width = rgb.shape[:2]
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) with the shorter side `resize_short` (aspect kept), covering the crop."""
         short = self.config.resize_short
         scale = short / min(height, width)
-        size = (max(round(width * scale), short), max(round(height * scale), short))
         crop_w, crop_h = self.config.crop
-        size = (max(size[0], crop_w), max(size[1], crop_h))
+        return (max(round(width * scale), short, crop_w), max(round(height * scale), short, crop_h))
+
+    def resize(self, rgb: np.ndarray) -> np.ndarray:
+        """Resize so the shorter side is `resize_short` (aspect kept), uint8 RGB."""
+        size = self.resized_size(rgb.shape[1], rgb.shape[0])
         return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
     def centre_crop(self, resized: np.ndarray) -> np.ndarray:
@@ -286,6 +289,13 @@ class PoseNet(PerceptionModel):
         top = (resized.shape[0] - crop_h) // 2
         left = (resized.shape[1] - crop_w) // 2
         return resized[top:top + crop_h, left:left + crop_w]
+
+    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
+        width, height = self.resized_size(frames.shape[-1], frames.shape[-2])
+        crop_w, crop_h = self.config.crop
+        resized = tp.resize(frames, width, height, "area")
+        return tp.crop(resized, (width - crop_w) // 2, (height - crop_h) // 2, crop_w,
+                       crop_h) / 255.0
 
     @staticmethod
     def to_tensor(crops: np.ndarray) -> torch.Tensor:

@@ -51,6 +51,12 @@ class FrameProcessor:
         self.device = device
         self.params = dict(params or {})
 
+    def infer(self, image: DecodedImage) -> dict:
+        """The network's outputs for one frame (batch of one)."""
+        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            return self.model(batch)
+
     @classmethod
     def from_params(cls, params: dict) -> "FrameProcessor":
         """Build from a node's parameters (as in its section of a parameters file)."""

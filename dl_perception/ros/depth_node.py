@@ -14,7 +14,6 @@ A camera_info whose size differs from the images is not used; it is counted
 from __future__ import annotations
 
 import numpy as np
-import torch
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
@@ -74,9 +73,7 @@ class DepthNode(ModelNode):
         return None
 
     def process(self, image, header) -> None:
-        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            log_depth = self.model(batch)["log_depth"][0, 0].float().cpu().numpy()
+        log_depth = self.infer(image)["log_depth"][0, 0].float().cpu().numpy()
         depth = self.model.depth_on_image(log_depth, image.width, image.height)
         self.publish(self.depth_pub, image_msg(depth, "32FC1", header))
         info = self.intrinsics_for(image.width, image.height)

@@ -16,6 +16,7 @@ NODE_CLASSES = {
     "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
     "camera_node": "dl_perception.ros.camera_node:CameraNode",
     "sim_node": "dl_perception.ros.sim_node:SimNode",
+    "stack_node": "dl_perception.ros.stack_node:StackNode",
     "lift_node": "dl_perception.ros.lift_node:LIFTNode",
     "vo_node": "dl_perception.ros.vo_node:VONode",
     "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
@@ -30,13 +31,14 @@ def node_class(name: str):
 
 
 def configured_nodes(config_path: str) -> list[str]:
-    """Node names the parameters file configures, in file order."""
+    """Node names the parameters file configures, in file order; nodes a stack_node hosts are
+    started by it, not on their own (their sections only hold their parameters)."""
     with open(config_path) as handle:
         config = yaml.safe_load(handle) or {}
     if not isinstance(config, dict):
         raise ValueError(f"{config_path}: expected a ROS parameters mapping")
-    names = []
-    for key in config:
+    names, hosted = [], set()
+    for key, section in config.items():
         name = str(key).lstrip("/")
         if name == "**":
             continue
@@ -44,7 +46,11 @@ def configured_nodes(config_path: str) -> list[str]:
             raise ValueError(f"{config_path}: unknown node '{key}' "
                              f"(known: {', '.join(sorted(NODE_CLASSES))})")
         names.append(name)
-    return names
+        if name == "stack_node":
+            from .stack_node import DEFAULT_HOSTED
+            parameters = (section or {}).get("ros__parameters", {}) or {}
+            hosted.update(parameters.get("nodes", DEFAULT_HOSTED))
+    return [name for name in names if name not in hosted]
 
 
 def launch(config_path: str, only: list[str] | None = None, executor: str = "single",

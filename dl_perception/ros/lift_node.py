@@ -8,7 +8,6 @@ import math
 
 import cv2
 import numpy as np
-import torch
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
@@ -85,9 +84,7 @@ class LIFTNode(ModelNode):
 
     def process(self, image, header) -> None:
         self.model.settings = self.settings()
-        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            out = self.model(batch)
+        out = self.infer(image)
         columns = feature_columns(out)
         self.keypoints_last = len(columns["u"])
         if self.keypoints_last == 0:

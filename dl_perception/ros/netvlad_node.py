@@ -8,7 +8,6 @@ from __future__ import annotations
 import collections
 
 import numpy as np
-import torch
 from geometry_msgs.msg import PoseWithCovarianceStamped
 from nav_msgs.msg import Odometry
 from sensor_msgs.msg import PointCloud2
@@ -94,9 +93,7 @@ class NetVLADNode(ModelNode):
         return PoseTrack(stamps, positions, quaternions, max_gap=0.5).at(stamp)
 
     def process(self, image, header) -> None:
-        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            descriptor = self.model(batch)["descriptor"].float().cpu().numpy()
+        descriptor = self.infer(image)["descriptor"].float().cpu().numpy()
         stamp = stamp_to_seconds(header.stamp)
         k = self.params["top_k"]
         revisit = None

@@ -8,6 +8,7 @@ import time
 import traceback
 
 import rclpy
+import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
@@ -68,8 +69,11 @@ class FrameNode(Node):
     image_topic = "/camera/image_raw"
     subscribes_camera = True  # False: the subclass subscribes to its own inputs
 
-    def __init__(self, node_name: str, **kwargs):
+    def __init__(self, node_name: str, hosted: bool = False, **kwargs):
+        """`hosted`: run inside a stack_node, which subscribes to the camera and hands frames
+        to `process` (the node keeps its parameters, publishers and diagnostics)."""
         super().__init__(node_name, **kwargs)
+        self.hosted = hosted
         self.params = ParameterSet(self, common_params() + self.extra_params)
         self.stats = FrameStats()
         self.device = select_device(self.params["device"])
@@ -77,7 +81,7 @@ class FrameNode(Node):
         self._last_drops = 0
         self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
         qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
-        if not self.subscribes_camera:
+        if not self.subscribes_camera or hosted:
             pass
         elif self.params["image_transport"] == "compressed":
             self.create_subscription(CompressedImage, self.image_topic + "/compressed",
@@ -173,6 +177,16 @@ class ModelNode(FrameNode):
         self.get_logger().info(
             f"{self.model_name} from {self.weights_path} on {describe(self.device)}")
 
+    def infer(self, image: DecodedImage) -> dict:
+        """The network's outputs for one frame (batch of one)."""
+        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            return self.model(batch)
+
+    def take_outputs_from(self, source) -> None:
+        """Use `source(image) -> outputs` instead of running the network (stack_node's engine)."""
+        self.infer = source
+
     def diagnostic_values(self) -> dict[str, str]:
         return {"model": self.model_name, "weights": self.weights_path}
 
@@ -191,6 +205,9 @@ class ProcessorNode(ModelNode):
         self._output_publishers = {
             topic: self.create_publisher(message_class(msgtype), topic, 10)
             for topic, msgtype in self.processor.outputs.items()}
+
+    def take_outputs_from(self, source) -> None:
+        self.processor.infer = source
 
     def process(self, image: DecodedImage, header) -> None:
         core_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), header.frame_id)
@@ -218,6 +235,8 @@ def run_nodes(node_factories, args=None, executor_kind: str = "single",
             executor = SingleThreadedExecutor()
         for node in nodes:
             executor.add_node(node)
+            for hosted in getattr(node, "hosted_nodes", []):
+                executor.add_node(hosted)
         deadline = None if duration is None else time.monotonic() + duration
         try:
             while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
@@ -227,6 +246,8 @@ def run_nodes(node_factories, args=None, executor_kind: str = "single",
         return 0
     finally:
         for node in nodes:
+            for hosted in getattr(node, "hosted_nodes", []):
+                hosted.destroy_node()
             node.destroy_node()
         rclpy.try_shutdown()
 

@@ -5,7 +5,6 @@ ROS 2 install) the pose is also broadcast as TF, scene frame -> `tf_child_frame`
 from __future__ import annotations
 
 import numpy as np
-import torch
 from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 
 from ..geometry import canonical_quaternion
@@ -61,9 +60,7 @@ class PoseNetNode(ModelNode):
                        + [self.params["orientation_variance"]] * 3)
 
     def process(self, image, header) -> None:
-        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            out = self.model(batch)
+        out = self.infer(image)
         position = out["position"][0].double().cpu().numpy()
         quaternion = canonical_quaternion(out["quaternion"][0].double().cpu().numpy())
         out_header = make_header(header.stamp, self.frame_id)

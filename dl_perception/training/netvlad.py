@@ -13,6 +13,8 @@ descriptors of every training image are cached and refreshed every `cache_refres
 query, `negative_pool` random negatives are ranked by cached distance and the `num_negatives`
 hardest are kept, together with the query's hardest negatives from its previous visit.
 
+The CPU backbone may start from the project's depth network (`backbone_weights`: an EigenDepth
+checkpoint whose Coarse 1-4 it copies), as the paper's VGG16 starts from ImageNet training.
 Clusters start from k-means on sampled local descriptors; PCA whitening is fitted at the end on
 the training images' NetVLAD vectors. A photometric augmentation (gain, gamma, per-channel
 colour) is applied to every training image by default: the light CPU backbone starts from
@@ -216,10 +218,11 @@ class HardNegativeMiner:
 def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
                   device: torch.device, preset: str = "cpu", init_weights: str | None = None,
                   validation: tuple[str, str] | None = None, model_overrides: dict | None = None,
-                  log=print) -> NetVLAD:
+                  backbone_weights: str | None = None, log=print) -> NetVLAD:
     """Train on the image folders (sequence or places.csv layout); `validation` = (database
     folder, query folder) picks the best epoch by Recall@1 (5 m). `model_overrides` change the
-    preset's model configuration (e.g. pca_dim)."""
+    preset's model configuration (e.g. pca_dim). `backbone_weights`: a depth checkpoint the
+    eigen_coarse backbone starts from."""
     for folder in folders + list(validation or ()):
         refuse_evaluation_worlds(folder)
     seed_everything(cfg.seed)
@@ -233,6 +236,11 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
             model.load_state_dict(kept, strict=False)
     else:
         model = models.create("netvlad", preset, **(model_overrides or {}))
+    if backbone_weights:
+        if init_weights:
+            raise ValueError("give either --init (a NetVLAD checkpoint) or --init-backbone")
+        load_depth_backbone(model, backbone_weights)
+        log(f"backbone from the depth network {backbone_weights}")
     model.to(device)
     log(f"netvlad ({model.config.backbone}, K={model.config.num_clusters}, "
         f"{model.vlad_dim}-D, whitening {model.config.pca_dim or 'none'}) on {device}")
@@ -295,12 +303,27 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
         model.fit_whitening(compute_vlads(model, data, np.sort(images), device).to(device))
         log(f"PCA whitening to {model.config.pca_dim}-D fitted on {len(images)} images")
     info = {"trained_on": folders, "train_config": asdict(cfg), "history": history,
-            "preset": preset}
+            "preset": preset, "backbone_from": backbone_weights}
     if validation:
         info["validation"] = validation_recall(model, validation, device, whitened=True)
         log("validation " + " ".join(f"{k} {v}" for k, v in info["validation"].items()))
     model.save(out_path, info=info)
     return models.load(out_path, expected="netvlad")
+
+
+def load_depth_backbone(model: NetVLAD, path: str) -> None:
+    """Coarse 1-4 of an EigenDepth checkpoint into the eigen_coarse backbone; the depth network's
+    input normalisation must be the NetVLAD model's."""
+    if model.config.backbone != "eigen_coarse":
+        raise ValueError(f"netvlad: --init-backbone needs the eigen_coarse backbone, this model "
+                         f"has '{model.config.backbone}'")
+    depth = models.load(path, expected="depth")
+    for field_name in ("input_mean", "input_std"):
+        if list(getattr(depth.config, field_name)) != list(getattr(model.config, field_name)):
+            raise ValueError(f"netvlad: the depth network's {field_name} "
+                             f"{getattr(depth.config, field_name)} differs from the model's "
+                             f"{getattr(model.config, field_name)}")
+    model.backbone.load_depth_network(depth.state_dict())
 
 
 def validation_recall(model: NetVLAD, validation: tuple[str, str], device: torch.device,

@@ -1,0 +1,257 @@
+"""One inference engine for all the networks of the stack.
+
+Per batch of frames: one upload (pinned memory, non-blocking on CUDA), then every model builds
+its input from that one device tensor (`preprocess_tensor`), runs under inference mode in the
+precision and memory format chosen for it, and its outputs come back as float32 on the CPU.
+
+Choices per model are measured, not assumed (`Engine.calibrate`): reduced precision (bf16 on the
+CPU, fp16 on CUDA) and channels_last are kept only where they are faster and the outputs stay
+within the tolerance of fp32 (`output_deviation`). On the CPU, frames are also spread over worker
+threads, each with its share of the cores: small networks use two cores poorly (measured: LIFT
+runs 1.35x faster on two threads than on one), two frames side by side use them fully.
+
+No rclpy here: the benchmark and offline tools drive the engine directly.
+"""
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from . import tensor_preprocess
+from .device import select_device
+from .models.base import PerceptionModel
+
+REDUCED_PRECISION = {"cpu": torch.bfloat16, "cuda": torch.float16}
+KEYPOINT_MATCH_PX = 1.0
+
+
+@dataclasses.dataclass
+class EngineOptions:
+    device: str = "auto"
+    precision: str = "auto"  # auto (measured) | fp32 | reduced (bf16 on CPU, fp16 on CUDA)
+    channels_last: str = "auto"  # auto (measured) | on | off
+    batch_size: int = 8  # frames per forward of the models that take batches
+    workers: int = 0  # worker threads (frames side by side); 0 = one per core (CPU), 1 (CUDA)
+    compile: bool = False  # torch.compile the batchable models (measured by the benchmark)
+    dense_tolerance: float = 0.02  # max |out - fp32| / max(1, max |fp32|) per output
+    keypoint_tolerance: float = 0.10  # share of fp32 keypoints allowed without a match within 1 px
+
+
+@dataclasses.dataclass
+class ModelPlan:
+    """What the engine runs for one model, and the measurements behind the choice."""
+
+    name: str
+    precision: str = "fp32"
+    channels_last: bool = False
+    deviation: float = 0.0  # of the chosen variant against fp32
+    candidates: list = dataclasses.field(default_factory=list)  # every variant measured
+
+
+def output_deviation(reference: dict, candidate: dict) -> tuple[float, str]:
+    """How far `candidate` outputs are from `reference` (one frame or one batch), and the kind of
+    measure: "keypoints" (share of reference keypoints without a candidate keypoint within 1 px)
+    or "dense": the largest max |difference| / max(1, max |reference|) over the floating outputs,
+    i.e. absolute for outputs within +-1 (probabilities, steering, unit descriptors, quaternions)
+    and relative for larger ones (positions, depth in metres)."""
+    if "keypoints" in reference:
+        ref, got = reference["keypoints"].float(), candidate["keypoints"].float()
+        if len(ref) == 0:
+            return (0.0 if len(got) == 0 else 1.0), "keypoints"
+        if len(got) == 0:
+            return 1.0, "keypoints"
+        nearest = torch.cdist(ref, got).min(dim=1).values
+        return float((nearest > KEYPOINT_MATCH_PX).float().mean()), "keypoints"
+    worst = 0.0
+    for key, value in reference.items():
+        if not torch.is_floating_point(value) or key not in candidate:
+            continue
+        other = candidate[key].float()
+        if other.shape != value.shape:
+            return float("inf"), "dense"
+        scale = max(float(value.float().abs().max()), 1.0)
+        worst = max(worst, float((value.float() - other).abs().max()) / scale)
+    return worst, "dense"
+
+
+def deviation_over_frames(reference: list[dict], candidate: list[dict]) -> tuple[float, str]:
+    """`output_deviation` over many frames: dense outputs stacked first (the scale is their
+    range over all frames); keypoints: the mean per frame."""
+    if "keypoints" in reference[0]:
+        return float(np.mean([output_deviation(r, c)[0]
+                              for r, c in zip(reference, candidate)])), "keypoints"
+    stacked_ref, stacked_got = {}, {}
+    for key, value in reference[0].items():
+        if torch.is_tensor(value) and torch.is_floating_point(value):
+            stacked_ref[key] = torch.cat([r[key].float().reshape(-1) for r in reference])
+            stacked_got[key] = torch.cat([c[key].float().reshape(-1) for c in candidate])
+    return output_deviation(stacked_ref, stacked_got)
+
+
+def _to_host(outputs: dict) -> dict:
+    return {k: (v.float() if torch.is_floating_point(v) else v).cpu() if torch.is_tensor(v) else v
+            for k, v in outputs.items()}
+
+
+def _split(outputs: dict, count: int) -> list[dict]:
+    """Batched outputs -> one dict per frame (tensors whose first dimension is the batch)."""
+    frames = [{} for _ in range(count)]
+    for key, value in outputs.items():
+        for index in range(count):
+            per_frame = value[index:index + 1] if torch.is_tensor(value) and value.ndim > 0 \
+                and value.shape[0] == count else value
+            frames[index][key] = per_frame
+    return frames
+
+
+class Engine:
+    def __init__(self, named_models: dict[str, PerceptionModel], options: EngineOptions | None = None):
+        self.options = options or EngineOptions()
+        self.device = select_device(self.options.device)
+        self.models = {name: model.to(self.device).eval() for name, model in named_models.items()}
+        self.plans = {name: ModelPlan(name) for name in self.models}
+        self._runners = dict(self.models)
+        self._local = threading.local()
+        cores = os.cpu_count() or 1
+        if self.device.type == "cuda":  # more workers: each its own CUDA stream
+            self.workers = self.options.workers or 1
+        else:
+            self.workers = self.options.workers or max(1, min(cores, torch.get_num_threads()))
+        self.threads_per_worker = max(1, torch.get_num_threads() // self.workers)
+        self._pool = ThreadPoolExecutor(self.workers) if self.workers > 1 else None
+        if self.options.precision not in ("auto", "fp32", "reduced"):
+            raise ValueError(f"precision must be auto, fp32 or reduced, not {self.options.precision}")
+        if self.options.channels_last not in ("auto", "on", "off"):
+            raise ValueError(f"channels_last must be auto, on or off, not {self.options.channels_last}")
+
+    @property
+    def reduced_dtype(self) -> torch.dtype:
+        return REDUCED_PRECISION.get(self.device.type, torch.bfloat16)
+
+    # --- running --------------------------------------------------------------------------
+    def _autocast(self, plan: ModelPlan):
+        if plan.precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.reduced_dtype)
+
+    def _run_model(self, name: str, batch: torch.Tensor, plan: ModelPlan | None = None) -> list[dict]:
+        """One model over uploaded frames (N x 3 x H x W uint8 on the device) -> per-frame outputs
+        on the device."""
+        plan = plan or self.plans[name]
+        model, runner = self.models[name], self._runners[name]
+        inputs = model.preprocess_tensor(batch)
+        if plan.channels_last and inputs.ndim == 4:
+            inputs = inputs.contiguous(memory_format=torch.channels_last)
+        with torch.inference_mode(), self._autocast(plan):
+            if model.batchable:
+                return _split(runner(inputs), len(batch))
+            return [runner(inputs[i:i + 1]) for i in range(len(batch))]
+
+    def _run_chunk(self, frames: list[np.ndarray], names: list[str]) -> list[dict]:
+        if self.device.type == "cpu" and getattr(self._local, "threads", None) != self.threads_per_worker:
+            torch.set_num_threads(self.threads_per_worker)  # per worker thread
+            self._local.threads = self.threads_per_worker
+        with torch.inference_mode(), self._worker_stream():
+            batch = tensor_preprocess.upload(frames, self.device)
+            per_model = {name: self._run_model(name, batch) for name in names}
+            return [{name: _to_host(per_model[name][i]) for name in names}
+                    for i in range(len(frames))]
+
+    def _worker_stream(self):
+        """A CUDA stream per worker thread, so workers overlap on the GPU."""
+        if self.device.type != "cuda" or self.workers == 1:
+            return contextlib.nullcontext()
+        if getattr(self._local, "stream", None) is None:
+            self._local.stream = torch.cuda.Stream(self.device)
+        return torch.cuda.stream(self._local.stream)
+
+    def run(self, frames: list[np.ndarray], names: list[str] | None = None) -> list[dict]:
+        """HxWx3 uint8 RGB frames (one size) -> per frame, {model name: outputs (float32, CPU)}.
+        Frames go through in batches of `batch_size`, spread over the workers."""
+        names = list(names or self.models)
+        size = max(1, self.options.batch_size)
+        chunks = [frames[i:i + size] for i in range(0, len(frames), size)]
+        if self._pool is None or len(chunks) == 1:
+            results = [self._run_chunk(chunk, names) for chunk in chunks]
+        else:
+            results = list(self._pool.map(lambda chunk: self._run_chunk(chunk, names), chunks))
+        return [frame for chunk in results for frame in chunk]
+
+    def submit(self, frames: list[np.ndarray], names: list[str] | None = None):
+        """Asynchronous `run` of one batch on a worker (a Future), for streaming callers."""
+        names = list(names or self.models)
+        if self._pool is None:
+            raise RuntimeError("submit needs worker threads (workers > 1)")
+        return self._pool.submit(self._run_chunk, frames, names)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True)
+
+    # --- choosing precision and memory format -------------------------------------------------
+    def _time(self, name: str, batch: torch.Tensor, plan: ModelPlan, repeats: int) -> tuple[float, list]:
+        outputs = self._run_model(name, batch, plan)  # warm-up (and oneDNN/cuDNN selection)
+        times = []
+        for _ in range(repeats):
+            self._sync()
+            started = time.perf_counter()
+            outputs = self._run_model(name, batch, plan)
+            self._sync()
+            times.append(time.perf_counter() - started)
+        return float(np.median(times)) / len(batch), outputs
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def calibrate(self, frames: list[np.ndarray], repeats: int = 3) -> dict[str, ModelPlan]:
+        """Measure each model's variants on `frames` (one batch) and keep the fastest whose
+        outputs stay within tolerance of fp32 NCHW."""
+        opts = self.options
+        precisions = {"auto": ["fp32", "reduced"], "fp32": ["fp32"], "reduced": ["reduced"]}[opts.precision]
+        layouts = {"auto": [False, True], "on": [True], "off": [False]}[opts.channels_last]
+        batch = tensor_preprocess.upload(frames[:max(1, opts.batch_size)], self.device)
+        for name, model in self.models.items():
+            sample = batch if model.batchable else batch[:1]
+            reference_plan = ModelPlan(name)
+            fp32_s, reference = self._time(name, sample, reference_plan, repeats)
+            best, candidates = None, []
+            for precision in precisions:
+                for channels_last in layouts:
+                    plan = ModelPlan(name, precision, channels_last)
+                    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                    if (precision, channels_last) == ("fp32", False):
+                        seconds, outputs = fp32_s, reference
+                    else:
+                        seconds, outputs = self._time(name, sample, plan, repeats)
+                    deviation, kind = deviation_over_frames(reference, outputs)
+                    limit = opts.keypoint_tolerance if kind == "keypoints" else opts.dense_tolerance
+                    row = {"precision": precision if precision == "fp32" else str(self.reduced_dtype).split(".")[-1],
+                           "channels_last": channels_last, "ms_per_frame": seconds * 1e3,
+                           "deviation": deviation, "deviation_kind": kind, "tolerance": limit,
+                           "within_tolerance": deviation <= limit}
+                    candidates.append(row)
+                    if deviation <= limit and (best is None or seconds < best[0]):
+                        best = (seconds, plan, deviation)
+            _, chosen, deviation = best
+            chosen.deviation, chosen.candidates = deviation, candidates
+            model.to(memory_format=torch.channels_last if chosen.channels_last else torch.contiguous_format)
+            self.plans[name] = chosen
+        if opts.compile:
+            for name, model in self.models.items():
+                if model.batchable:
+                    self._runners[name] = torch.compile(model, dynamic=False)
+        return self.plans
+
+    def describe(self) -> dict:
+        return {"device": str(self.device), "workers": self.workers,
+                "threads_per_worker": self.threads_per_worker,
+                "batch_size": self.options.batch_size, "compile": self.options.compile,
+                "plans": {name: dataclasses.asdict(plan) for name, plan in self.plans.items()}}
