@@ -22,6 +22,11 @@ NODES = {
     "dronet_node": "dl_perception.ros.dronet_node:main",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
     "camera_node": "dl_perception.ros.camera_node:main",
+    "sim_node": "dl_perception.ros.sim_node:main",
+    "lift_node": "dl_perception.ros.lift_node:main",
+    "vo_node": "dl_perception.ros.vo_node:main",
+    "netvlad_node": "dl_perception.ros.netvlad_node:main",
+    "posenet_node": "dl_perception.ros.posenet_node:main",
     "depth_node": "dl_perception.ros.depth_node:main",
 }
 
@@ -39,6 +44,9 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         (f"share/{PACKAGE}/launch", glob("launch/*.launch.py")),
         (f"share/{PACKAGE}/config", glob("config/*.yaml")),
+        (f"share/{PACKAGE}/gazebo/worlds", glob("gazebo/worlds/*.sdf")),
+        (f"share/{PACKAGE}/gazebo/models/dl_perception_drone",
+         glob("gazebo/models/dl_perception_drone/*")),
     ],
     install_requires=[
         # CPU wheel on machines without a GPU; see README for CUDA builds.
@@ -48,10 +56,14 @@ setup(
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
+        "mujoco>=3.2",
+        "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
+        "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
+        "faiss-cpu>=1.7",
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7"],
+        "test": ["pytest>=7", "mcap>=1.1"],  # mcap: an independent reader for written bags
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]

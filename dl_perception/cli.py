@@ -37,8 +37,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     ros_args = []
-    if "--" in argv:  # ROS arguments for `launch`
+    if "--" in argv:  # ROS arguments for `launch`, `replay`, `record`
         split = argv.index("--")
+        argv, ros_args = argv[:split], argv[split + 1:]
+    elif "--ros-args" in argv:  # as launch_ros appends them
+        split = argv.index("--ros-args")
         argv, ros_args = argv[:split], argv[split + 1:]
     args = build_parser().parse_args(argv)
     args.ros_args = ros_args

@@ -1,5 +1,6 @@
-"""`dl-perception demo` (what `make demo` runs): the camera source, DroNet and its controller in
-one process for a bounded time; then a summary table, annotated frames and a video in --out."""
+"""`dl-perception demo` (what `make demo` runs): the built-in simulator, DroNet and its controller
+flying the simulated drone, in one process for a bounded time; then a summary table, annotated
+frames, a video and a plot of the flown path in --out."""
 from __future__ import annotations
 
 import json
@@ -49,30 +50,74 @@ def _default_weights(out_dir: str) -> str:
     return converted
 
 
-def run_demo(out_dir: str, duration: float, weights: str | None) -> int:
+def world_map(world, path: np.ndarray, collisions: list, pixels: int = 600) -> np.ndarray:
+    """Top-down plot (BGR) of the world's obstacles and streets with the flown path."""
+    span = world.size + 4.0
+    scale = pixels / span
+
+    def px(x: float, y: float) -> tuple[int, int]:
+        return int(round((x + span / 2) * scale)), int(round((span / 2 - y) * scale))
+
+    image = np.full((pixels, pixels, 3), 235, np.uint8)
+    for centre, width in zip(world.street_x, world.width_x):
+        cv2.rectangle(image, px(centre - width / 2, span / 2), px(centre + width / 2, -span / 2),
+                      (200, 200, 200), -1)
+    for centre, width in zip(world.street_y, world.width_y):
+        cv2.rectangle(image, px(-span / 2, centre + width / 2), px(span / 2, centre - width / 2),
+                      (200, 200, 200), -1)
+    colours = {"tree": (60, 140, 60), "pillar": (90, 90, 90), "column": (90, 90, 90)}
+    for o in world.obstacles:
+        colour = colours.get(o.kind, (70, 90, 130))
+        if o.shape == "box":
+            c, s = np.cos(o.yaw), np.sin(o.yaw)
+            corners = [(o.x + c * dx - s * dy, o.y + s * dx + c * dy) for dx, dy in
+                       ((-o.size[0] / 2, -o.size[1] / 2), (o.size[0] / 2, -o.size[1] / 2),
+                        (o.size[0] / 2, o.size[1] / 2), (-o.size[0] / 2, o.size[1] / 2))]
+            cv2.fillPoly(image, [np.array([px(*p) for p in corners], np.int32)], colour)
+        else:
+            cv2.circle(image, px(o.x, o.y), max(1, int(o.footprint_radius() * scale)), colour, -1)
+    if len(path) > 1:
+        cv2.polylines(image, [np.array([px(x, y) for x, y in path], np.int32)], False,
+                      (200, 60, 20), 2, cv2.LINE_AA)
+    if len(path):
+        cv2.circle(image, px(*path[0]), 6, (0, 160, 0), -1)
+        cv2.circle(image, px(*path[-1]), 6, (200, 60, 20), -1)
+    for x, y in collisions:
+        cv2.drawMarker(image, px(x, y), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 14, 3)
+    cv2.putText(image, f"world {world.seed}: start (green), path (blue), collisions (red)",
+                (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
+    return image
+
+
+def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int = 0) -> int:
     import rclpy
     from geometry_msgs.msg import Twist
+    from nav_msgs.msg import Odometry
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.node import Node
     from rclpy.parameter import Parameter
     from rclpy.qos import qos_profile_sensor_data
-    from std_msgs.msg import Float32
+    from sensor_msgs.msg import Image
+    from std_msgs.msg import Bool, Float32
 
     from .imaging import image_to_numpy
-    from .ros.camera_node import CameraNode
     from .ros.dronet_control_node import DroNetControlNode
     from .ros.dronet_node import DroNetNode
-    from sensor_msgs.msg import Image
+    from .ros.sim_node import SimNode
 
     os.makedirs(out_dir, exist_ok=True)
     weights = weights or _default_weights(out_dir)
+    sim_time = Parameter("use_sim_time", value=True)
 
     class Recorder(Node):
         def __init__(self):
-            super().__init__("demo_recorder")
+            super().__init__("demo_recorder", parameter_overrides=[sim_time])
             self.latest = {"steering": 0.0, "collision": 0.0, "v": 0.0, "yaw": 0.0}
             self.log: list[dict] = []
             self.frames: list[np.ndarray] = []
+            self.path: list[tuple[float, float]] = []
+            self.collisions: list[tuple[float, float]] = []
+            self.commands = 0
             self.create_subscription(Image, "/camera/image_raw", self._on_image,
                                      qos_profile_sensor_data)
             self.create_subscription(Float32, "/dl_perception/dronet/steering_angle",
@@ -80,11 +125,19 @@ def run_demo(out_dir: str, duration: float, weights: str | None) -> int:
             self.create_subscription(Float32, "/dl_perception/dronet/collision_probability",
                                      lambda m: self.latest.__setitem__("collision", m.data), 10)
             self.create_subscription(Twist, "/cmd_vel", self._on_cmd, 10)
-            self.commands = 0
+            self.create_subscription(Odometry, "/ground_truth/odometry", self._on_odometry, 100)
+            self.create_subscription(Bool, "/sim/collision", self._on_collision, 100)
 
         def _on_cmd(self, msg: Twist) -> None:
             self.commands += 1
             self.latest["v"], self.latest["yaw"] = msg.linear.x, msg.angular.z
+
+        def _on_odometry(self, msg: Odometry) -> None:
+            self.path.append((msg.pose.pose.position.x, msg.pose.pose.position.y))
+
+        def _on_collision(self, msg: Bool) -> None:
+            if msg.data and self.path:
+                self.collisions.append(self.path[-1])
 
         def _on_image(self, msg: Image) -> None:
             rgb = np.array(image_to_numpy(msg).pixels)
@@ -94,27 +147,37 @@ def run_demo(out_dir: str, duration: float, weights: str | None) -> int:
 
     rclpy.init(args=["demo"])
     try:
-        camera = CameraNode(parameter_overrides=[Parameter("rate_hz", value=10.0)])
-        dronet = DroNetNode(parameter_overrides=[Parameter("weights", value=weights)])
-        control = DroNetControlNode(parameter_overrides=[Parameter("enabled_at_start", value=True)])
+        sim = SimNode(parameter_overrides=[Parameter("world_seed", value=world_seed),
+                                           Parameter("camera_rate_hz", value=10.0)])
+        dronet = DroNetNode(parameter_overrides=[Parameter("weights", value=weights), sim_time])
+        # the speeds the shipped weights were trained and evaluated with (docs/simulator.md)
+        control = DroNetControlNode(parameter_overrides=[
+            Parameter("enabled_at_start", value=True), Parameter("max_forward_velocity", value=2.0),
+            Parameter("max_yaw_rate", value=1.0), sim_time])
         recorder = Recorder()
         executor = SingleThreadedExecutor()
-        for node in (camera, dronet, control, recorder):
+        for node in (sim, dronet, control, recorder):
             executor.add_node(node)
-        print(f"demo: synthetic camera -> dronet_node -> dronet_control_node for {duration:.0f} s")
+        print(f"demo: sim_node (world {world_seed}) -> dronet_node -> dronet_control_node -> "
+              f"/cmd_vel -> sim_node, for {duration:.0f} s")
         deadline = time.monotonic() + duration
         while rclpy.ok() and time.monotonic() < deadline:
             executor.spin_once(timeout_sec=0.05)
         stats = dronet.stats.summary()
-        commands = recorder.commands
-        for node in (camera, dronet, control, recorder):
+        flight = {"distance_m": round(sim.sim.distance, 2), "simulated_s": round(sim.sim.time, 2),
+                  "collisions": sim.collisions}
+        world = sim.sim.world
+        for node in (sim, dronet, control, recorder):
             node.destroy_node()
     finally:
         rclpy.try_shutdown()
-    return _report(out_dir, recorder.log, recorder.frames, stats, commands, duration, weights)
+    cv2.imwrite(os.path.join(out_dir, "flight_path.png"),
+                world_map(world, np.array(recorder.path), recorder.collisions))
+    return _report(out_dir, recorder.log, recorder.frames, stats, recorder.commands, duration,
+                   weights, flight)
 
 
-def _report(out_dir, log, frames, stats, commands, duration, weights) -> int:
+def _report(out_dir, log, frames, stats, commands, duration, weights, flight) -> int:
     if not frames:
         print("demo: no frames were received")
         return 1
@@ -130,7 +193,7 @@ def _report(out_dir, log, frames, stats, commands, duration, weights) -> int:
     collision = np.array([row["collision"] for row in log])
     speed = np.array([row["v"] for row in log])
     summary = {
-        "duration_s": duration, "weights": weights,
+        "duration_s": duration, "weights": weights, "flight": flight,
         "camera_frames": len(frames), "dronet": stats, "cmd_vel_messages": commands,
         "steering": {"min": float(steering.min()), "mean": float(steering.mean()),
                      "max": float(steering.max())},
@@ -141,12 +204,15 @@ def _report(out_dir, log, frames, stats, commands, duration, weights) -> int:
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
-    print(f"\n{'camera frames':28s} {len(frames)}")
+    print(f"\n{'flight':28s} {flight['distance_m']:.1f} m in {flight['simulated_s']:.1f} s "
+          f"simulated, {flight['collisions']} collision steps")
+    print(f"{'camera frames':28s} {len(frames)}")
     print(f"{'dronet_node frames':28s} {stats['frames_processed']} at {stats['rate_hz']:.1f} Hz, "
           f"processing p50 {stats['processing_ms']['p50']:.1f} ms, drops {stats['drops_total']}")
     print(f"{'/cmd_vel messages':28s} {commands}")
     for name in ("steering", "collision_probability", "forward_velocity"):
         s = summary[name]
         print(f"{name:28s} min {s['min']:+.3f}  mean {s['mean']:+.3f}  max {s['max']:+.3f}")
-    print(f"\nwrote {video}, {out_dir}/frame_*.png and {out_dir}/summary.json")
+    print(f"\nwrote {video}, {out_dir}/flight_path.png, {out_dir}/frame_*.png and "
+          f"{out_dir}/summary.json")
     return 0

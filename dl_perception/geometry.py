@@ -45,6 +45,42 @@ def matrix_to_quat(m) -> np.ndarray:
     return np.where(q[..., 3:4] < 0, -q, q)
 
 
+def canonical_quaternion(q) -> np.ndarray:
+    """Unit quaternions (..., 4) (x, y, z, w) on the w >= 0 hemisphere: q and -q are the same
+    rotation, and a regression target must pick one. Ties at w == 0 go to the first nonzero of
+    z, y, x being positive, so the choice is unique."""
+    q = np.asarray(q, dtype=np.float64)
+    q = q / np.linalg.norm(q, axis=-1, keepdims=True)
+    sign = np.ones(q.shape[:-1])
+    decided = np.zeros(q.shape[:-1], dtype=bool)
+    for axis in (3, 2, 1, 0):
+        component = q[..., axis]
+        deciding = ~decided & (np.abs(component) > 1e-12)
+        sign = np.where(deciding & (component < 0), -1.0, sign)
+        decided |= deciding
+    return q * sign[..., None]
+
+
+def quat_conjugate(q) -> np.ndarray:
+    """The inverse rotation of unit quaternions (x, y, z, w)."""
+    q = np.asarray(q, dtype=np.float64)
+    return np.concatenate([-q[..., :3], q[..., 3:]], axis=-1)
+
+
+def slerp(q0, q1, fraction: float) -> np.ndarray:
+    """Spherical linear interpolation between two unit quaternions along the shorter arc."""
+    q0 = np.asarray(q0, dtype=np.float64) / np.linalg.norm(q0)
+    q1 = np.asarray(q1, dtype=np.float64) / np.linalg.norm(q1)
+    dot = float(np.dot(q0, q1))
+    if dot < 0.0:
+        q1, dot = -q1, -dot
+    if dot > 0.9995:  # nearly parallel: linear interpolation is exact to float precision
+        q = q0 + fraction * (q1 - q0)
+        return q / np.linalg.norm(q)
+    angle = np.arccos(dot)
+    return (np.sin((1 - fraction) * angle) * q0 + np.sin(fraction * angle) * q1) / np.sin(angle)
+
+
 def yaw_to_quat(yaw: float) -> np.ndarray:
     return np.array([0.0, 0.0, np.sin(yaw / 2), np.cos(yaw / 2)])
 

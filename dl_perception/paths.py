@@ -16,3 +16,17 @@ def shared_data_dir() -> str:
 
 def shipped_weights(model: str) -> str:
     return os.path.join(WEIGHTS_DIR, f"{model}.safetensors")
+
+
+def resolve_weights(model_name: str, path: str) -> str:
+    """The checkpoint a node or offline processor loads: `path` when given, else the shipped one."""
+    from .checkpoint import CheckpointError
+
+    if path:
+        return os.path.expanduser(path)
+    shipped = shipped_weights(model_name)
+    if not os.path.isfile(shipped):
+        raise CheckpointError(
+            f"no '{model_name}' weights are shipped at {shipped}; set the 'weights' parameter "
+            f"to a checkpoint (see `dl-perception train {model_name}` / `dl-perception convert`)")
+    return shipped

@@ -46,6 +46,11 @@ def test_wheel_installs_launch_config_and_index(repo_dir, tmp_path):
     for expected in ("share/dl_perception/package.xml",
                      "share/dl_perception/launch/perception.launch.py",
                      "share/dl_perception/launch/dronet.launch.py",
+                     "share/dl_perception/launch/replay.launch.py",
                      "share/dl_perception/config/perception.yaml",
+                     "share/dl_perception/config/ros_gz_bridge.yaml",
+                     "share/dl_perception/launch/gazebo.launch.py",
+                     "share/dl_perception/gazebo/worlds/dl_perception_city.sdf",
+                     "share/dl_perception/gazebo/models/dl_perception_drone/model.sdf",
                      "share/ament_index/resource_index/packages/dl_perception"):
         assert expected in data, expected

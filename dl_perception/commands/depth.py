@@ -36,7 +36,7 @@ def evaluate(args) -> int:
 def bench(args) -> int:
     from .. import models
     from ..bench import bench_frames, bench_model, print_table
-    from ..ros.node_base import resolve_weights
+    from ..paths import resolve_weights
 
     weights = resolve_weights("depth", args.weights or "")
     device = device_of(args)

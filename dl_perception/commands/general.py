@@ -22,7 +22,7 @@ def info(args) -> int:
 
 def demo(args) -> int:
     from ..demo import run_demo
-    return run_demo(args.out, args.duration, args.weights)
+    return run_demo(args.out, args.duration, args.weights, args.world_seed)
 
 
 def register(verbs) -> None:
@@ -39,8 +39,9 @@ def register(verbs) -> None:
     p.add_argument("checkpoint")
     p.set_defaults(func=info)
 
-    p = top.add_parser("demo", help="run the stack on the built-in source and show the results")
+    p = top.add_parser("demo", help="fly the simulator with DroNet and show the results")
     p.add_argument("--out", default="demo_output")
-    p.add_argument("--duration", type=float, default=20.0, help="seconds of flight")
+    p.add_argument("--duration", type=float, default=40.0, help="seconds of flight")
+    p.add_argument("--world-seed", dest="world_seed", type=int, default=0)
     p.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")
     p.set_defaults(func=demo)

@@ -47,6 +47,16 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def pose_errors(positions: np.ndarray, quaternions: np.ndarray, true_positions: np.ndarray,
+                true_quaternions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame position error (Euclidean, units of the positions) and rotation error in
+    degrees, 2*acos|q1.q2| (sign- and scale-invariant), as PoseNet reports them."""
+    from ..geometry import rotation_angle_deg
+
+    position_error = np.linalg.norm(np.asarray(positions) - np.asarray(true_positions), axis=-1)
+    return position_error, rotation_angle_deg(quaternions, true_quaternions)
+
+
 DEPTH_ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "si_rmse_log", "delta_1", "delta_2",
                 "delta_3")
 

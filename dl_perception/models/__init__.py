@@ -10,6 +10,9 @@ from .base import PerceptionModel
 # registry name -> module defining it (imported on first use to keep start-up light)
 MODEL_MODULES = {
     "dronet": "dl_perception.models.dronet",
+    "lift": "dl_perception.models.lift",
+    "netvlad": "dl_perception.models.netvlad",
+    "posenet": "dl_perception.models.posenet",
     "depth": "dl_perception.models.depth",
 }
 

@@ -29,3 +29,54 @@ def perception_launch(default_config: str, only: list[str] | None = None):
 def package_config(name: str) -> str:
     from ament_index_python.packages import get_package_share_directory
     return os.path.join(get_package_share_directory("dl_perception"), "config", name)
+
+
+# launch argument -> (default, description); `bag` has no default, so it must be given
+REPLAY_ARGUMENTS = {
+    "bag": (None, "rosbag2 bag to play (directory, .mcap or .db3)"),
+    "rate": ("1.0", "playback speed factor"),
+    "start_offset": ("0.0", "seconds into the bag to start at"),
+    "loop": ("false", "play again from the start at the end"),
+    "topics": ("", "space-separated topics to play (empty: all)"),
+    "remap": ("", "space-separated FROM:=TO topic remappings"),
+    "qos_overrides": ("", "QoS overrides YAML, as for ros2 bag play"),
+    "delay": ("0.0", "seconds to wait before the first message"),
+    "clock_rate": ("40.0", "Hz of /clock (0: none)"),
+}
+
+
+def replay_arguments(values: dict[str, str]) -> list[str]:
+    """The `dl-perception replay` command line for these launch argument values."""
+    args = ["replay", values["bag"], "--rate", values["rate"], "--start-offset",
+            values["start_offset"], "--delay", values["delay"], "--clock-rate",
+            values["clock_rate"]]
+    if values["loop"].strip().lower() in ("true", "1", "yes"):
+        args.append("--loop")
+    if values["topics"].split():
+        args += ["--topics", *values["topics"].split()]
+    for rule in values["remap"].split():
+        args += ["--remap", rule]
+    if values["qos_overrides"].strip():
+        args += ["--qos-profile-overrides-path", values["qos_overrides"].strip()]
+    return args
+
+
+def replay_launch():
+    """`dl-perception replay` as a launch description (the player runs as the package's
+    dl-perception executable, so ros2 launch starts the same code as the command)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument, OpaqueFunction
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+
+    def player(context):
+        values = {name: LaunchConfiguration(name).perform(context) for name in REPLAY_ARGUMENTS}
+        return [Node(package="dl_perception", executable="dl-perception",
+                     name="dl_perception_player", arguments=replay_arguments(values),
+                     output="screen", emulate_tty=True)]
+
+    declared = [DeclareLaunchArgument(name, description=description)
+                if default is None else
+                DeclareLaunchArgument(name, default_value=default, description=description)
+                for name, (default, description) in REPLAY_ARGUMENTS.items()]
+    return LaunchDescription([*declared, OpaqueFunction(function=player)])

@@ -15,6 +15,11 @@ NODE_CLASSES = {
     "dronet_node": "dl_perception.ros.dronet_node:DroNetNode",
     "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
     "camera_node": "dl_perception.ros.camera_node:CameraNode",
+    "sim_node": "dl_perception.ros.sim_node:SimNode",
+    "lift_node": "dl_perception.ros.lift_node:LIFTNode",
+    "vo_node": "dl_perception.ros.vo_node:VONode",
+    "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
+    "posenet_node": "dl_perception.ros.posenet_node:PoseNetNode",
     "depth_node": "dl_perception.ros.depth_node:DepthNode",
 }
 

@@ -1,12 +1,24 @@
 """Building ROS messages from core data (numpy images, stamps)."""
 from __future__ import annotations
 
+import importlib
+
 import numpy as np
 from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
 from ..imaging import numpy_to_compressed_fields, numpy_to_image_fields
+
+
+def message_class(typename: str):
+    """The rclpy message class of a ROS type name ('pkg/msg/Type'); ImportError when its Python
+    package is not installed here."""
+    try:
+        package, kind, name = typename.split("/")
+        return getattr(importlib.import_module(f"{package}.{kind}"), name)
+    except (ValueError, ImportError, AttributeError):
+        raise ImportError(f"no Python message class for '{typename}' here") from None
 
 
 def stamp_to_seconds(stamp) -> float:

@@ -3,7 +3,6 @@ compressed) with configurable QoS, stale-frame dropping, per-frame fault isolati
 device selection and model loading, clean shutdown."""
 from __future__ import annotations
 
-import os
 import sys
 import time
 import traceback
@@ -15,13 +14,13 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from .. import models
+from .. import models, rosmsg
 from ..checkpoint import CheckpointError
 from ..device import describe, select_device
 from ..imaging import DecodedImage, ImageDecodeError, decode
-from ..paths import shipped_weights
+from ..paths import resolve_weights
 from ..stats import FrameStats
-from .messages import stamp_to_seconds
+from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet
 
 
@@ -61,23 +60,13 @@ def sensor_qos(reliability: str, depth: int) -> QoSProfile:
     return profile
 
 
-def resolve_weights(model_name: str, path: str) -> str:
-    if path:
-        return os.path.expanduser(path)
-    shipped = shipped_weights(model_name)
-    if not os.path.isfile(shipped):
-        raise CheckpointError(
-            f"no '{model_name}' weights are shipped at {shipped}; set the 'weights' parameter "
-            f"to a checkpoint (see `dl-perception train {model_name}` / `dl-perception convert`)")
-    return shipped
-
-
 class FrameNode(Node):
     """A node consuming camera frames. Subclasses set `extra_params` and implement
     `process(image, header)`; raising ImageDecodeError there counts a drop under its reason."""
 
     extra_params: list[Param] = []
     image_topic = "/camera/image_raw"
+    subscribes_camera = True  # False: the subclass subscribes to its own inputs
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
@@ -88,7 +77,9 @@ class FrameNode(Node):
         self._last_drops = 0
         self.create_timer(self.params["diagnostics_period"], self._publish_diagnostics)
         qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
-        if self.params["image_transport"] == "compressed":
+        if not self.subscribes_camera:
+            pass
+        elif self.params["image_transport"] == "compressed":
             self.create_subscription(CompressedImage, self.image_topic + "/compressed",
                                      self._on_frame, qos)
         else:
@@ -184,6 +175,27 @@ class ModelNode(FrameNode):
 
     def diagnostic_values(self) -> dict[str, str]:
         return {"model": self.model_name, "weights": self.weights_path}
+
+
+class ProcessorNode(ModelNode):
+    """A ModelNode whose per-frame work is a core FrameProcessor (dl_perception.processors):
+    the node publishes the processor's messages serialized by the core, so its topics carry
+    exactly what `dl-perception process` writes to a bag for the same frame."""
+
+    processor_class: type
+
+    def __init__(self, node_name: str, **kwargs):
+        super().__init__(node_name, **kwargs)
+        params = {p.name: self.params[p.name] for p in common_params() + self.extra_params}
+        self.processor = self.processor_class(self.model, self.device, params)
+        self._output_publishers = {
+            topic: self.create_publisher(message_class(msgtype), topic, 10)
+            for topic, msgtype in self.processor.outputs.items()}
+
+    def process(self, image: DecodedImage, header) -> None:
+        core_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), header.frame_id)
+        for output in self.processor.process(image, core_header):
+            self.publish(self._output_publishers[output.topic], rosmsg.serialize(output.message))
 
 
 def run_nodes(node_factories, args=None, executor_kind: str = "single",

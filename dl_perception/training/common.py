@@ -16,14 +16,22 @@ class TrainingDataError(ValueError):
     pass
 
 
+def dataset_world_seeds(dataset_dirs: list[str]) -> list[int]:
+    """Simulator world seeds the datasets were recorded in (from their meta.json), sorted."""
+    seeds = set()
+    for directory in dataset_dirs:
+        meta_path = os.path.join(directory, "meta.json")
+        if os.path.isfile(meta_path):
+            with open(meta_path) as handle:
+                meta = json.load(handle)
+            seeds.update(int(s) for s in meta.get(
+                "world_seeds", [meta["world_seed"]] if "world_seed" in meta else []))
+    return sorted(seeds)
+
+
 def refuse_evaluation_worlds(dataset_dir: str) -> None:
     """Raise when a dataset was recorded in an evaluation world (its meta.json says which)."""
-    meta_path = os.path.join(dataset_dir, "meta.json")
-    if not os.path.isfile(meta_path):
-        return
-    with open(meta_path) as handle:
-        meta = json.load(handle)
-    seeds = meta.get("world_seeds", [meta["world_seed"]] if "world_seed" in meta else [])
+    seeds = dataset_world_seeds([dataset_dir])
     reserved = sorted(int(s) for s in seeds if int(s) in EVALUATION_WORLD_SEEDS)
     if reserved:
         raise TrainingDataError(

@@ -19,7 +19,7 @@ import torch
 from ..datasets.dronet import DroNetSample, read_dronet_dataset
 from ..imaging import DecodedImage
 from ..models.dronet import DroNet
-from .common import refuse_evaluation_worlds, seed_everything, split_indices
+from .common import dataset_world_seeds, refuse_evaluation_worlds, seed_everything, split_indices
 
 
 @dataclass
@@ -164,6 +164,7 @@ def train_dronet(dataset_dirs: list[str], out_path: str, cfg: DroNetTrainConfig,
         if val_loss <= best:  # keep the best validation epoch, as the official ModelCheckpoint
             best = val_loss
             model.save(out_path, info={"trained_on": dataset_dirs, "epoch": epoch + 1,
+                                       "world_seeds": dataset_world_seeds(dataset_dirs),
                                        "train_config": asdict(cfg), "validation": metrics})
     return DroNet.from_checkpoint(out_path)
 

@@ -1,0 +1,98 @@
+"""Images with positions for place recognition (docs/place_recognition.md, "Data layouts").
+
+Two folder layouts give a `PlaceSet`:
+
+    SEQ/...                a sequence folder (docs/datasets.md): poses from frames.csv
+    DATASET/places.csv     image,x,y[,z][,qx,qy,qz,qw][,stamp]   (paths relative to DATASET)
+    DATASET/meta.json      optional: {"world_seed": N} or {"place_group": "name"}
+
+Positions of different folders are compared only within one place group: a sequence's group is
+its simulator world (`world_seed`), an image folder's its meta.json `place_group` (default
+"default": all such folders share one frame).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .sequence import read_sequence
+
+PLACES_CSV = "places.csv"
+
+
+@dataclass
+class PlaceSet:
+    root: str
+    group: str
+    images: list[str]  # absolute paths
+    positions: np.ndarray  # (N, 3), NaN where unknown
+    quaternions: np.ndarray  # (N, 4) x, y, z, w, NaN where unknown
+    stamps: np.ndarray  # (N,) seconds, NaN where unknown
+    meta: dict
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_rgb(self, index: int) -> np.ndarray:
+        bgr = cv2.imread(self.images[index], cv2.IMREAD_COLOR)
+        if bgr is None or bgr.size == 0:
+            raise ValueError(f"cannot read image {self.images[index]}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def _read_meta(root: str) -> dict:
+    path = os.path.join(root, "meta.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as handle:
+        return json.load(handle)
+
+
+def place_group(meta: dict) -> str:
+    if "world_seed" in meta:
+        return f"world:{int(meta['world_seed'])}"
+    return str(meta.get("place_group", "default"))
+
+
+def _cell(row: dict, key: str) -> float:
+    text = (row.get(key) or "").strip()
+    return float(text) if text else math.nan
+
+
+def read_place_folder(root: str) -> PlaceSet:
+    """A sequence folder or an image folder with places.csv; ValueError says what is wrong."""
+    root = os.path.abspath(root)
+    if not os.path.isdir(root):
+        raise ValueError(f"{root} is not a folder")
+    if os.path.isfile(os.path.join(root, "frames.csv")):
+        sequence = read_sequence(root)
+        return PlaceSet(root, place_group(sequence.meta), [f.image for f in sequence.frames],
+                        sequence.positions, sequence.quaternions,
+                        np.array([f.stamp for f in sequence.frames]), sequence.meta)
+    csv_path = os.path.join(root, PLACES_CSV)
+    if not os.path.isfile(csv_path):
+        raise ValueError(f"{root} holds neither a sequence (frames.csv) nor {PLACES_CSV} "
+                         "(image,x,y[,z][,qx,qy,qz,qw][,stamp])")
+    with open(csv_path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        raise ValueError(f"{csv_path} lists no images")
+    missing = [k for k in ("image", "x", "y") if k not in rows[0]]
+    if missing:
+        raise ValueError(f"{csv_path} lacks the column(s) {missing}")
+    meta = _read_meta(root)
+    try:
+        positions = np.array([[_cell(r, "x"), _cell(r, "y"), _cell(r, "z") if r.get("z") else 0.0]
+                              for r in rows])
+        quaternions = np.array([[_cell(r, k) for k in ("qx", "qy", "qz", "qw")] for r in rows])
+        stamps = np.array([_cell(r, "stamp") for r in rows])
+    except ValueError as error:
+        raise ValueError(f"{csv_path}: {error}") from None
+    return PlaceSet(root, place_group(meta), [os.path.join(root, r["image"]) for r in rows],
+                    positions, quaternions, stamps, meta)

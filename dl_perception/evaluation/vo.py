@@ -1,0 +1,173 @@
+"""`dl-perception eval vo`: run the visual odometry over recorded sequences (docs/datasets.md),
+write TUM-format trajectories and score them with evo (Grupp, https://github.com/MichaelGrupp/evo):
+ATE (absolute trajectory error, translation, after Umeyama alignment: Sim(3) for up-to-scale
+runs, SE(3) for metric ones) and RPE (relative pose error over `rpe_delta` frames).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import os
+import tempfile
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..datasets.sequence import read_sequence
+from ..geometry import matrix_to_quat
+from ..vo import DepthImage, Features, MonocularVO, VOConfig
+
+
+@contextlib.contextmanager
+def _evo_environment():
+    """evo reads and writes settings under $HOME/.evo and may touch matplotlib: give it a
+    throw-away HOME and a headless backend while it is imported and used."""
+    saved = {k: os.environ.get(k) for k in ("HOME", "MPLBACKEND")}
+    with tempfile.TemporaryDirectory(prefix="evo-home-") as home:
+        os.environ["HOME"] = home
+        os.environ.setdefault("MPLBACKEND", "Agg")
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+
+
+def write_tum(path: str, stamps, poses) -> None:
+    """TUM trajectory format: 'timestamp tx ty tz qx qy qz qw' per line."""
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as handle:
+        handle.write("# timestamp tx ty tz qx qy qz qw\n")
+        for stamp, pose in zip(stamps, poses):
+            q = matrix_to_quat(pose[:3, :3])
+            t = pose[:3, 3]
+            handle.write(f"{stamp:.6f} {t[0]:.9f} {t[1]:.9f} {t[2]:.9f} "
+                         f"{q[0]:.9f} {q[1]:.9f} {q[2]:.9f} {q[3]:.9f}\n")
+
+
+def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool,
+                      rpe_delta: int = 10, max_time_difference: float = 0.01) -> dict:
+    """evo's APE (translation, aligned) and RPE (translation and rotation over `rpe_delta`
+    frames) of a TUM estimate against a TUM reference, associated by timestamp."""
+    with _evo_environment():
+        from evo import main_ape, main_rpe
+        from evo.core import metrics, sync
+        from evo.tools import file_interface
+
+        reference = file_interface.read_tum_trajectory_file(reference_tum)
+        estimate = file_interface.read_tum_trajectory_file(estimate_tum)
+        reference, estimate = sync.associate_trajectories(reference, estimate,
+                                                          max_diff=max_time_difference)
+        positions = reference.positions_xyz
+        path_length = float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum())
+        # evo's metrics may crop or align the trajectories they are given: each gets copies
+        ape = main_ape.ape(copy.deepcopy(reference), copy.deepcopy(estimate),
+                           metrics.PoseRelation.translation_part, align=True,
+                           correct_scale=correct_scale)
+        kwargs = dict(delta=min(rpe_delta, max(1, reference.num_poses // 2)),
+                      delta_unit=metrics.Unit.frames, all_pairs=False, align=True,
+                      correct_scale=correct_scale)
+        rpe_t = main_rpe.rpe(copy.deepcopy(reference), copy.deepcopy(estimate),
+                             metrics.PoseRelation.translation_part, **kwargs)
+        rpe_r = main_rpe.rpe(copy.deepcopy(reference), copy.deepcopy(estimate),
+                             metrics.PoseRelation.rotation_angle_deg, **kwargs)
+        return {"poses": int(reference.num_poses), "path_length_m": path_length,
+                "ate_rmse": float(ape.stats["rmse"]), "ate_mean": float(ape.stats["mean"]),
+                "ate_max": float(ape.stats["max"]),
+                "ate_percent_of_path": 100.0 * float(ape.stats["rmse"]) / path_length
+                if path_length > 0 else float("nan"),
+                "rpe_translation_rmse": float(rpe_t.stats["rmse"]),
+                "rpe_rotation_rmse_deg": float(rpe_r.stats["rmse"]),
+                "alignment_scale": _scale_of(ape.np_arrays.get("alignment_transformation_sim3")),
+                "alignment": "Sim(3)" if correct_scale else "SE(3)"}
+
+
+def _scale_of(transform) -> float:
+    """Scale factor of a 4x4 similarity (1 when absent)."""
+    if transform is None:
+        return 1.0
+    return float(np.cbrt(abs(np.linalg.det(np.asarray(transform)[:3, :3]))))
+
+
+@dataclass
+class SequenceRun:
+    name: str
+    frames: int
+    tracked: int
+    losses: int
+    reinitialisations: int
+    keyframes: int
+    metric: bool
+    estimate_tum: str
+    reference_tum: str
+
+
+def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool,
+                       config: VOConfig | None = None, max_frames: int | None = None,
+                       log=print) -> SequenceRun:
+    """Feed every frame's features (and the recorded depth when `use_depth`) to the VO and write
+    the estimate and the ground truth as TUM files."""
+    sequence = read_sequence(sequence_dir)
+    frames = sequence.frames[:max_frames] if max_frames else sequence.frames
+    K = sequence.camera.K
+    vo = MonocularVO(K, config)
+    name = os.path.basename(os.path.normpath(sequence_dir))
+    stamps, poses, gt_stamps, gt_poses = [], [], [], []
+    for frame in frames:
+        keypoints, descriptors = extract(frame.load_rgb())
+        depth = DepthImage(frame.load_depth(), K) if use_depth and frame.depth else None
+        result = vo.process(Features(keypoints, descriptors), depth)
+        if np.isfinite(frame.position).all():
+            gt_stamps.append(frame.stamp)
+            gt_poses.append(frame.pose)
+        if result.pose is not None:
+            stamps.append(frame.stamp)
+            poses.append(result.pose)
+    estimate_tum = os.path.join(out_dir, f"{name}.vo.tum")
+    reference_tum = os.path.join(out_dir, f"{name}.groundtruth.tum")
+    write_tum(estimate_tum, stamps, poses)
+    write_tum(reference_tum, gt_stamps, gt_poses)
+    log(f"{name}: {len(frames)} frames, {len(poses)} poses, {vo.losses} lost frames, "
+        f"{vo.reinitialisations} re-initialisations, {vo.keyframes} keyframes")
+    return SequenceRun(name, len(frames), len(poses), vo.losses, vo.reinitialisations,
+                       vo.keyframes, vo.metric, estimate_tum, reference_tum)
+
+
+def evaluate_vo(sequence_dirs: list[str], extract, out_dir: str, use_depth: bool = False,
+                config: VOConfig | None = None, max_frames: int | None = None,
+                target_percent: float = 2.0, log=print) -> dict:
+    rows = []
+    for sequence_dir in sequence_dirs:
+        run = run_vo_on_sequence(sequence_dir, extract, out_dir, use_depth, config, max_frames,
+                                 log)
+        if run.tracked < 3:
+            errors = {"ate_rmse": float("inf"), "ate_percent_of_path": float("inf")}
+        else:
+            errors = trajectory_errors(run.reference_tum, run.estimate_tum,
+                                       correct_scale=not run.metric)
+        rows.append({**run.__dict__, **errors,
+                     "passes": bool(errors["ate_percent_of_path"] <= target_percent)})
+    return {"sequences": rows, "target_percent_of_path": target_percent,
+            "all_pass": all(r["passes"] for r in rows)}
+
+
+def format_vo_report(result: dict) -> str:
+    columns = [("name", "sequence", 14), ("frames", "frames", 7), ("tracked", "poses", 6),
+               ("reinitialisations", "reinit", 7), ("path_length_m", "path_m", 8),
+               ("alignment", "align", 7), ("ate_rmse", "ATE_m", 8),
+               ("ate_percent_of_path", "ATE_%path", 10), ("rpe_translation_rmse", "RPE_t", 8),
+               ("rpe_rotation_rmse_deg", "RPE_deg", 8), ("passes", "<=target", 9)]
+    lines = ["".join(f"{title:>{width}s}" for _, title, width in columns)]
+    for row in result["sequences"]:
+        cells = []
+        for key, _, width in columns:
+            value = row.get(key, "-")
+            text = f"{value:.3f}" if isinstance(value, float) else str(value)
+            cells.append(f"{text:>{width}s}")
+        lines.append("".join(cells))
+    lines.append(f"target: ATE RMSE <= {result['target_percent_of_path']:g}% of path length; "
+                 f"{'all sequences pass' if result['all_pass'] else 'NOT all sequences pass'}")
+    return "\n".join(lines)

@@ -1,0 +1,108 @@
+"""Frame processors: the per-frame work of a camera node as a plain function of a decoded image
+and its header, returning the messages the node publishes. The ROS node
+(`ros/node_base.ProcessorNode`) and offline bag processing (`dl-perception process`) both call
+it, so a bag processed offline holds byte for byte what the node would have published.
+
+Adding one for a node: a module here defining a `FrameProcessor` subclass and
+`PROCESSOR = <class>`, and one line in PROCESSOR_MODULES (node name -> module).
+"""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+import yaml
+
+from .. import models
+from ..device import select_device
+from ..imaging import DecodedImage
+from ..paths import resolve_weights
+
+# node name (as in config/perception.yaml) -> module defining PROCESSOR
+PROCESSOR_MODULES = {
+    "dronet_node": "dl_perception.processors.dronet",
+}
+
+
+@dataclass(frozen=True)
+class Output:
+    """One message a node publishes: the topic and a `dl_perception.rosmsg` dataclass."""
+
+    topic: str
+    message: object
+
+    @property
+    def msgtype(self) -> str:
+        return self.message.__msgtype__
+
+
+class FrameProcessor:
+    node_name: ClassVar[str]
+    model_name: ClassVar[str]
+    # topic -> message type the node advertises
+    outputs: ClassVar[dict[str, str]]
+    image_topic: ClassVar[str] = "/camera/image_raw"
+
+    def __init__(self, model: models.PerceptionModel, device: torch.device,
+                 params: dict | None = None):
+        self.model = model.to(device).eval()
+        self.device = device
+        self.params = dict(params or {})
+
+    @classmethod
+    def from_params(cls, params: dict) -> "FrameProcessor":
+        """Build from a node's parameters (as in its section of a parameters file)."""
+        device = select_device(str(params.get("device", "auto")))
+        weights = resolve_weights(cls.model_name, str(params.get("weights", "") or ""))
+        return cls(models.load(weights, expected=cls.model_name), device, params)
+
+    @classmethod
+    def input_topic(cls, params: dict) -> str:
+        compressed = params.get("image_transport", "raw") == "compressed"
+        return cls.image_topic + ("/compressed" if compressed else "")
+
+    def process(self, image: DecodedImage, header) -> list[Output]:
+        """`header` is a rosmsg std_msgs/Header (the input frame's)."""
+        raise NotImplementedError
+
+
+def node_parameters(config_path: str) -> dict[str, dict]:
+    """Node name -> its parameters from a ROS 2 parameters file (what config/perception.yaml is):
+    `/**` sections apply to every node, nested keys are joined with dots as ROS does."""
+    with open(config_path) as handle:
+        config = yaml.safe_load(handle) or {}
+    if not isinstance(config, dict):
+        raise ValueError(f"{config_path}: expected a ROS parameters mapping")
+
+    def flat(values, prefix=""):
+        items = {}
+        for key, value in (values or {}).items():
+            if isinstance(value, dict):
+                items.update(flat(value, f"{prefix}{key}."))
+            else:
+                items[f"{prefix}{key}"] = value
+        return items
+
+    def parameters(section):
+        if section is not None and not (isinstance(section, dict) and
+                                        isinstance(section.get("ros__parameters", {}), dict)):
+            raise ValueError(f"{config_path}: a section is not 'name: ros__parameters: {{...}}'")
+        return flat((section or {}).get("ros__parameters"))
+
+    common = {}
+    for key, section in config.items():
+        if str(key).lstrip("/") == "**":
+            common.update(parameters(section))
+    return {str(key).lstrip("/"): {**common, **parameters(section)}
+            for key, section in config.items() if str(key).lstrip("/") != "**"}
+
+
+def processor_class(node_name: str) -> type[FrameProcessor] | None:
+    """The processor of a node, or None when the node has no offline processor."""
+    module = PROCESSOR_MODULES.get(node_name)
+    return getattr(importlib.import_module(module), "PROCESSOR") if module else None
+
+
+__all__ = ["FrameProcessor", "Output", "PROCESSOR_MODULES", "node_parameters", "processor_class"]

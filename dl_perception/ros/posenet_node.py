@@ -1,0 +1,91 @@
+"""posenet_node: camera frames -> the camera pose in the scene the PoseNet was trained on
+(geometry_msgs/PoseWithCovarianceStamped on /dl_perception/posenet/pose, stamped with the image's
+stamp, frame_id = the scene frame stored in the checkpoint). Where tf2_ros is importable (a full
+ROS 2 install) the pose is also broadcast as TF, scene frame -> `tf_child_frame`."""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
+
+from ..geometry import canonical_quaternion
+from ..models.posenet import pose_covariance
+from .messages import header as make_header
+from .node_base import ModelNode, node_main
+from .params import Param
+
+try:  # part of a ROS install, not of the PyPI wheels
+    from tf2_ros import TransformBroadcaster
+except ImportError:
+    TransformBroadcaster = None
+
+POSE_TOPIC = "/dl_perception/posenet/pose"
+
+
+class PoseNetNode(ModelNode):
+    model_name = "posenet"
+    extra_params = [
+        Param("frame_id", "", "frame of the published pose; empty = the scene frame the model "
+                              "was trained in", read_only=True),
+        Param("position_variance", 1.0, "covariance of each position axis (m^2) when the model "
+                                        "has no learned uncertainty", low=0.0, high=1e6),
+        Param("orientation_variance", 0.01, "covariance of each rotation axis (rad^2) when the "
+                                            "model has no learned uncertainty", low=0.0, high=1e3),
+        Param("publish_tf", True, "also broadcast TF (where tf2_ros is available)", read_only=True),
+        Param("tf_child_frame", "posenet_camera", "child frame of the broadcast transform",
+              read_only=True),
+    ]
+
+    def __init__(self, node_name: str = "posenet_node", **kwargs):
+        super().__init__(node_name, **kwargs)
+        self.frame_id = self.params["frame_id"] or self.model.config.frame_id
+        self.learned_uncertainty = self.model.config.learned_weighting
+        train_config = getattr(self.model, "checkpoint_info", {}).get("train_config", {})
+        self.loss_norm = train_config.get("norm", "l2")
+        self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, 10)
+        self.tf_broadcaster = None
+        if self.params["publish_tf"] and TransformBroadcaster is not None:
+            self.tf_broadcaster = TransformBroadcaster(self)
+        self.get_logger().info(
+            f"publishing {POSE_TOPIC} in frame '{self.frame_id}', covariance "
+            + ("from the learned uncertainty" if self.learned_uncertainty else "configured")
+            + (", TF" if self.tf_broadcaster else ", no TF (tf2_ros not available)"
+               if self.params["publish_tf"] else ""))
+
+    def covariance(self, out: dict) -> np.ndarray:
+        if self.learned_uncertainty:
+            return pose_covariance(float(out["log_variance_position"][0].detach()),
+                                   float(out["log_variance_orientation"][0].detach()),
+                                   self.loss_norm)
+        return np.diag([self.params["position_variance"]] * 3
+                       + [self.params["orientation_variance"]] * 3)
+
+    def process(self, image, header) -> None:
+        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
+        with torch.inference_mode():
+            out = self.model(batch)
+        position = out["position"][0].double().cpu().numpy()
+        quaternion = canonical_quaternion(out["quaternion"][0].double().cpu().numpy())
+        out_header = make_header(header.stamp, self.frame_id)
+        msg = PoseWithCovarianceStamped(header=out_header)
+        pose = msg.pose.pose
+        pose.position.x, pose.position.y, pose.position.z = (float(v) for v in position)
+        (pose.orientation.x, pose.orientation.y, pose.orientation.z,
+         pose.orientation.w) = (float(v) for v in quaternion)
+        msg.pose.covariance = self.covariance(out).astype(np.float64).ravel()
+        self.publish(self.pose_pub, msg)
+        if self.tf_broadcaster is not None:
+            transform = TransformStamped(header=out_header,
+                                         child_frame_id=self.params["tf_child_frame"])
+            transform.transform.translation.x = pose.position.x
+            transform.transform.translation.y = pose.position.y
+            transform.transform.translation.z = pose.position.z
+            transform.transform.rotation = pose.orientation
+            self.tf_broadcaster.sendTransform(transform)
+
+    def diagnostic_values(self) -> dict[str, str]:
+        return {**super().diagnostic_values(), "frame_id": self.frame_id,
+                "tf": "on" if self.tf_broadcaster else "off"}
+
+
+main = node_main(PoseNetNode, "posenet_node")

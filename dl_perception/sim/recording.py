@@ -1,0 +1,169 @@
+"""`dl-perception sim record`: the expert flies a route and every camera frame is written in
+the sequence layout (docs/datasets.md) with its pose, depth and DroNet labels, plus a rosbag2
+of every simulator topic in OUT/bag. Core only (no ROS); the same arguments give the same
+folder.
+
+Perturbations (`perturb` > 0) make the recorded flight leave the expert's path now and then:
+for 1-3 s the drone flies at 1.5 m/s with its yaw command replaced (turn towards the nearest
+obstacle within 60 degrees, hold straight, or a random turn) while the labels stay the expert's commands, so the data covers states a learned policy
+drifts into (close to walls, heading at obstacles) with the expert's correction as the label.
+A perturbation ends early when the corridor ahead is shorter than the expert's stop distance.
+"""
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from ..datasets.sequence import Camera, SequenceWriter
+from .expert import ExpertAutopilot, ExpertParams
+from .scene import CameraSpec
+from .simulator import Simulator
+from .world import WorldError
+
+FRAME_IDS = {"camera": "camera_optical_frame", "odom": "odom", "base": "base_link"}
+
+
+@dataclass
+class RecordConfig:
+    world_seed: int
+    out: str
+    preset: str = "day"
+    route: str = "loop"
+    route_seed: int = 0
+    frames: int = 600
+    rate_hz: float = 10.0  # camera frames per simulated second
+    control_rate_hz: float = 30.0
+    physics_rate_hz: float = 60.0
+    world_size: float = 64.0
+    altitude: float = 1.5
+    perturb: float = 0.0  # fraction of the flight spent perturbed
+    bag: bool = True
+    camera: CameraSpec = field(default_factory=CameraSpec)
+    expert: ExpertParams = field(default_factory=ExpertParams)
+
+    def validate(self) -> None:
+        if not (isinstance(self.frames, int) and self.frames >= 1):
+            raise WorldError(f"frames must be a positive integer, got {self.frames!r}")
+        for name in ("rate_hz", "control_rate_hz"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and 0 < value <= self.physics_rate_hz):
+                raise WorldError(f"{name} must lie in (0, physics rate {self.physics_rate_hz}]")
+        if not 0.0 <= self.perturb < 1.0:
+            raise WorldError(f"perturb must lie in [0, 1), got {self.perturb}")
+
+
+class Perturbation:
+    """Replaces the flown yaw command for short random intervals (see module doc)."""
+
+    def __init__(self, fraction: float, seed: int, max_yaw_rate: float):
+        self.fraction = fraction
+        self.rng = np.random.default_rng(seed)
+        self.max_yaw_rate = max_yaw_rate
+        self.until = -1.0
+        self.yaw_rate = 0.0
+        self.heading: float | None = None  # world yaw to hold while approaching an obstacle
+        self.speed = 1.5  # m/s flown while perturbed: stops within the stop distance
+
+    def apply(self, sim, dt: float, command, stop_distance: float) -> tuple[float, float]:
+        """(forward, yaw_rate) to fly instead of the expert's command."""
+        now = sim.time
+        if now < self.until:
+            if command.clearance < stop_distance:
+                self.until = now
+            elif self.heading is not None:
+                error = math.remainder(self.heading - sim.state.yaw, 2 * math.pi)
+                return self.speed, float(np.clip(2.0 * error, -1, 1)) * self.max_yaw_rate
+            else:
+                return self.speed, self.yaw_rate
+        mean_duration = 2.0
+        start_rate = self.fraction / (1.0 - self.fraction) / mean_duration
+        if self.fraction > 0 and self.rng.random() < start_rate * dt:
+            self.until = now + self.rng.uniform(1.0, 3.0)
+            mode = self.rng.random()
+            self.heading = None
+            self.yaw_rate = 0.0
+            if mode < 0.5:  # approach the nearest obstacle within +-60 degrees
+                angles = np.radians(np.arange(-60.0, 60.1, 5.0))
+                ranges = sim.ranges(angles, 12.0)
+                if ranges.min() < 12.0:
+                    self.heading = sim.state.yaw + float(angles[int(np.argmin(ranges))])
+            elif mode < 0.75:
+                self.yaw_rate = self.rng.uniform(-1.0, 1.0) * self.max_yaw_rate
+        return command.forward, command.yaw_rate
+
+
+def _ticks(rate_hz: float, physics_rate_hz: float) -> int:
+    return max(1, int(round(physics_rate_hz / rate_hz)))
+
+
+def record(cfg: RecordConfig, log=print) -> dict:
+    cfg.validate()
+    sim = Simulator(cfg.world_seed, cfg.preset, cfg.camera, cfg.world_size, cfg.route,
+                    cfg.route_seed, cfg.altitude, cfg.physics_rate_hz)
+    expert = ExpertAutopilot(sim, cfg.expert)
+    perturbation = Perturbation(cfg.perturb, cfg.world_seed * 1000 + cfg.route_seed,
+                                cfg.expert.max_yaw_rate)
+    fx, fy, cx, cy = cfg.camera.intrinsics
+    camera = Camera(cfg.camera.width, cfg.camera.height, fx, fy, cx, cy)
+    if os.path.isdir(os.path.join(cfg.out, "bag")):
+        shutil.rmtree(os.path.join(cfg.out, "bag"))  # rosbags refuses to overwrite a bag
+    meta = {"world_seed": cfg.world_seed, "preset": cfg.preset, "route": cfg.route,
+            "route_seed": cfg.route_seed, "world_size": cfg.world_size,
+            "rate_hz": cfg.rate_hz, "perturb": cfg.perturb, "source": "dl-perception sim record",
+            "labels": {"steering": "expert yaw-rate command / max_yaw_rate, +left",
+                       "collision": f"obstacle inside the corridor of half-width "
+                                    f"{cfg.expert.hull_half_width + cfg.expert.label_margin:g} m"
+                                    f" ahead closer than {cfg.expert.collision_distance:g} m"},
+            "expert": asdict(cfg.expert), "camera": asdict(cfg.camera)}
+    writer = SequenceWriter(cfg.out, camera, meta)
+    bag = None
+    if cfg.bag:
+        from .bag import SimBagWriter
+        bag = SimBagWriter(os.path.join(cfg.out, "bag"), FRAME_IDS)
+    frame_every = _ticks(cfg.rate_hz, cfg.physics_rate_hz)
+    control_every = _ticks(cfg.control_rate_hz, cfg.physics_rate_hz)
+    started = time.monotonic()
+    step, collisions, positives = 0, 0, 0
+    command = expert.command()
+    try:
+        while len(writer.rows) < cfg.frames:
+            now = sim.time
+            if step % control_every == 0:
+                command = expert.command()
+                forward, yaw_rate = perturbation.apply(sim, control_every * sim.dt, command,
+                                                       cfg.expert.stop_distance)
+                climb = 1.0 * (cfg.altitude - sim.state.position[2])
+                sim.set_command(forward, 0.0, climb, yaw_rate)
+                if bag:
+                    bag.write_command(now, forward, 0.0, climb, yaw_rate)
+            if step % frame_every == 0:
+                rgb, depth = sim.render()
+                position, quaternion = sim.camera_pose()
+                writer.add(now, rgb, depth, position, quaternion, command.steering,
+                           float(command.collision))
+                positives += command.collision
+                if bag:
+                    bag.write_camera(now, rgb, depth, cfg.camera.intrinsics)
+            touched = sim.step()
+            collisions += touched
+            step += 1
+            if bag:
+                state = sim.state
+                bag.write_state(sim.time, state.position, state.yaw, state.body_velocity,
+                                state.yaw_rate, touched)
+            if len(writer.rows) and len(writer.rows) % 200 == 0 and step % frame_every == 0:
+                log(f"  {len(writer.rows)}/{cfg.frames} frames, {sim.distance:.0f} m flown")
+    finally:
+        if bag:
+            bag.close()
+        sim.close()
+    summary = {"frames": len(writer.rows), "distance_m": round(sim.distance, 2),
+               "duration_s": round(sim.time, 3), "collisions": collisions,
+               "collision_label_fraction": round(positives / max(1, len(writer.rows)), 4)}
+    writer.close(summary=summary)  # deterministic: no wall-clock values in meta.json
+    return {**summary, "wall_time_s": round(time.monotonic() - started, 1)}

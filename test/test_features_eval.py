@@ -1,0 +1,79 @@
+"""`dl-perception eval features`: the pair layout of ../shared/data/homography, the metrics, and
+the shipped LIFT weights against OpenCV SIFT and ORB on the real pairs."""
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from dl_perception.evaluation.features import map_points, pair_metrics, read_homography_pairs
+from dl_perception.matching import mutual_nearest_neighbours
+from dl_perception.paths import shipped_weights
+
+BIN = os.path.dirname(sys.executable)
+
+
+def test_homography_pairs_read_with_the_right_direction(shared_data):
+    folder = os.path.join(shared_data, "homography")
+    pairs, notes = read_homography_pairs(folder)
+    assert [p.name for p in pairs] == ["adam", "boat", "graf"]
+    for pair in pairs:
+        # the annotated correspondences agree with the derived A->B homography (not model.txt,
+        # which maps B into A)
+        points = np.loadtxt(os.path.join(folder, f"{pair.name}_vpts.derived.txt"), comments="#")
+        assert np.abs(map_points(pair.H, points[:, :2]) - points[:, 2:]).max() < 0.01
+
+
+def test_incomplete_pairs_are_noted(tmp_path):
+    (tmp_path / "loneA.png").write_bytes(b"")
+    with pytest.raises(ValueError, match="holds no"):
+        read_homography_pairs(str(tmp_path))
+
+
+def test_mutual_nearest_neighbours_and_ratio_test():
+    a = np.eye(4, dtype=np.float32)
+    b = np.eye(4, dtype=np.float32)[[2, 0, 3, 1]]
+    np.testing.assert_array_equal(mutual_nearest_neighbours(a, b), [[0, 1], [1, 3], [2, 0], [3, 2]])
+    between = np.array([[1.0, 0.07]], np.float32)  # about as close to both
+    candidates = np.array([[1.0, 0.0], [1.0, 0.141]], np.float32)
+    assert len(mutual_nearest_neighbours(between, candidates)) == 1
+    assert len(mutual_nearest_neighbours(between, candidates, ratio=0.8)) == 0
+    bits = np.array([[0b1111_0000], [0b0000_1111]], np.uint8)
+    np.testing.assert_array_equal(mutual_nearest_neighbours(bits, bits[::-1], metric="hamming"),
+                                  [[0, 1], [1, 0]])
+
+
+def test_metrics_of_a_perfect_and_a_wrong_feature_set():
+    rng = np.random.default_rng(0)
+    H = np.array([[0.9, 0.1, 20.0], [-0.1, 0.95, 10.0], [1e-4, 0.0, 1.0]])
+    points_a = rng.uniform(50, 350, (300, 2))
+    descriptors = rng.normal(size=(300, 128)).astype(np.float32)
+    points_b = map_points(H, points_a)
+    perfect = pair_metrics(points_a, descriptors, points_b, descriptors, H, (400, 400), (400, 400))
+    assert perfect["repeatability"] == 1.0 and perfect["mma@1"] == 1.0
+    assert perfect["matching_score"] == pytest.approx(1.0)
+    assert perfect["corner_error"] < 1e-3 and perfect["homography@1"] == 1.0
+    shuffled = pair_metrics(points_a, descriptors, points_b, descriptors[rng.permutation(300)], H,
+                            (400, 400), (400, 400))
+    assert shuffled["matching_score"] < 0.05 and shuffled["homography@10"] == 0.0
+
+
+@pytest.mark.skipif(not os.path.isfile(shipped_weights("lift")), reason="no shipped LIFT weights")
+def test_shipped_lift_beats_orb_on_the_real_pairs(shared_data, tmp_path):
+    out = tmp_path / "features.json"
+    result = subprocess.run(
+        [os.path.join(BIN, "dl-perception"), "eval", "features", "--pairs",
+         os.path.join(shared_data, "homography"), "--json", str(out), "--threads", "1",
+         "--device", "cpu"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    print(result.stdout)
+    assert "pair by pair" in result.stdout and "LIFT against the baselines" in result.stdout
+    summary = json.loads(out.read_text())["summary"]
+    lift, orb = summary["LIFT"], summary["ORB"]
+    assert lift["matching_score"] > orb["matching_score"]
+    # homography accuracy: at least as many pairs within every threshold, more within some
+    thresholds = [k for k in lift if k.startswith("homography@")]
+    assert all(lift[k] >= orb[k] for k in thresholds)
+    assert any(lift[k] > orb[k] for k in thresholds)

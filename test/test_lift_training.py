@@ -1,0 +1,118 @@
+"""LIFT training: pairs with known geometry (homographies, sequences with depth and poses), the
+losses, and `dl-perception train lift` end to end on tiny data."""
+import math
+import os
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dl_perception.datasets.sequence import read_sequence
+from dl_perception.training.common import TrainingDataError
+from dl_perception.training.lift import (LIFTTrainConfig, PairSource, apply_homography,
+                                         classification_loss, descriptor_loss, homography_pair,
+                                         local_similarity, overlap_loss, pair_points,
+                                         sequence_pair)
+
+sys.path.insert(0, os.path.dirname(__file__))
+from scenes import PlanesScene, texture  # noqa: E402
+
+BIN = os.path.dirname(sys.executable)
+
+
+def _agreement(pair, points, mapped):
+    """Correlation of (smoothed) intensities at corresponding points of A and B."""
+    a = cv2.GaussianBlur(pair.image_a, (0, 0), 1.5)
+    b = cv2.GaussianBlur(pair.image_b, (0, 0), 1.5)
+    va = cv2.remap(a, points[:, :1].astype(np.float32), points[:, 1:].astype(np.float32),
+                   cv2.INTER_LINEAR)[:, 0]
+    vb = cv2.remap(b, mapped[:, :1].astype(np.float32), mapped[:, 1:].astype(np.float32),
+                   cv2.INTER_LINEAR)[:, 0]
+    return np.corrcoef(va, vb)[0, 1]
+
+
+def test_homography_pairs_correspond():
+    cfg = LIFTTrainConfig(image_size=[160, 120])
+    rng = np.random.default_rng(1)
+    pair = homography_pair(texture(0).astype(np.float32) / 255, rng, cfg)
+    points = rng.uniform([5, 5], [155, 115], (400, 2))
+    mapped, valid = pair.correspond(points)
+    assert valid.sum() > 50
+    assert _agreement(pair, points[valid], mapped[valid]) > 0.8
+    # a wrong map does not agree: the test can fail
+    assert _agreement(pair, points[valid], mapped[valid] + 7) < 0.6
+
+
+def test_local_similarity_of_a_similarity_is_exact():
+    angle, zoom = 0.7, 1.6
+    H = np.array([[zoom * math.cos(angle), -zoom * math.sin(angle), 10],
+                  [zoom * math.sin(angle), zoom * math.cos(angle), -5], [0, 0, 1.0]])
+
+    def correspond(points):
+        return apply_homography(H, points), np.ones(len(points), bool)
+    points = np.array([[10.0, 20.0], [50.0, 60.0]])
+    mapped, scale, rotation, valid = local_similarity(correspond, points, np.array([2.0, 3.0]))
+    assert valid.all()
+    np.testing.assert_allclose(scale, zoom, rtol=1e-9)
+    np.testing.assert_allclose(rotation, angle, rtol=1e-9)
+    np.testing.assert_allclose(mapped, apply_homography(H, points))
+
+
+def test_sequence_pairs_correspond_through_depth_and_poses(tmp_path):
+    root = PlanesScene(160, 120).write_sequence(str(tmp_path / "seq"), 6)
+    sequence = read_sequence(root)
+    cfg = LIFTTrainConfig(image_size=[160, 120])
+    rng = np.random.default_rng(0)
+    pair = sequence_pair(sequence, 0, 4, cfg, rng)
+    points = rng.uniform([5, 5], [155, 115], (400, 2))
+    mapped, valid = pair.correspond(points)
+    assert valid.sum() > 100
+    assert _agreement(pair, points[valid], mapped[valid]) > 0.8
+    found = pair_points(pair, cfg, rng)
+    assert len(found.points_a) > 10 and len(found.negatives) > 0
+    assert np.all(found.sigma_b > 0)
+
+
+def test_training_refuses_evaluation_worlds(tmp_path):
+    root = PlanesScene(64, 48).write_sequence(str(tmp_path / "eval_world"), 2, world_seed=1042)
+    with pytest.raises(TrainingDataError, match="evaluation world"):
+        PairSource([], [root], LIFTTrainConfig(), np.random.default_rng(0))
+
+
+def test_losses():
+    eye = torch.eye(4)
+    loss, terms = descriptor_loss(eye, eye, margin=1.0)  # matches identical, others sqrt(2) apart
+    assert loss.item() == pytest.approx(0.0, abs=1e-6)
+    same = torch.ones(4, 4) / 2
+    loss, _ = descriptor_loss(same, same, margin=1.0)  # everything identical: the hinge bites
+    assert loss.item() == pytest.approx(1.0, abs=1e-5)
+    points = torch.tensor([[0.0, 0.0], [1.0, -2.0]])
+    assert overlap_loss(points, points, 4.0).item() == pytest.approx(0.0, abs=1e-6)
+    assert overlap_loss(points, points + 20.0, 4.0).item() > 1.0
+    assert classification_loss([torch.tensor([2.0])], torch.tensor([-2.0])).item() == 0.0
+    assert classification_loss([torch.tensor([0.0])], torch.tensor([0.0])).item() == pytest.approx(1.0)
+
+
+def test_train_command_end_to_end(tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(images / f"{seed}.png"), texture(seed, 300))
+    sequence = PlanesScene(160, 120).write_sequence(str(tmp_path / "seq"), 5)
+    out = tmp_path / "lift.safetensors"
+    result = subprocess.run(
+        [os.path.join(BIN, "dl-perception"), "train", "lift", "--images", str(images),
+         "--sequences", sequence, "--out", str(out), "--image-size", "160", "120",
+         "--descriptor-steps", "2", "--orientation-steps", "1", "--detector-steps", "1",
+         "--batch-size", "8", "--pairs-in-memory", "2", "--validation-pairs", "1",
+         "--validate-every", "2", "--threads", "1", "--device", "cpu"],
+        capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "descriptor 2/2" in result.stdout and "detector 1/1" in result.stdout
+    from dl_perception import models
+    model = models.load(str(out), expected="lift")
+    assert set(model.checkpoint_info["stages"]) == {"descriptor", "orientation", "detector"}
+    assert model.checkpoint_info["trained_on"]["sequences"] == [sequence]
