@@ -198,3 +198,17 @@ def test_fine_stack_starts_as_the_coarse_prediction():
     difference = (out["log_depth"] - out["coarse_log_depth"]).abs()
     assert float(difference.max()) < 0.02
     assert float(out["coarse_log_depth"].std()) > 0.1  # not trivially constant
+
+
+def test_shipped_weights_load_and_predict():
+    """The weights `depth_node` loads by default: the cpu preset, trained (its validation
+    numbers recorded), metric depth in range on a frame of the simulator camera's size."""
+    from dl_perception.paths import resolve_weights
+
+    model = EigenDepth.from_checkpoint(resolve_weights("depth", "")).eval()
+    assert model.config.input_size == [160, 120]
+    assert model.checkpoint_info["validation"]["abs_rel"] < 0.2
+    rgb = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    depth = model.predict_image(DecodedImage(rgb, "rgb8"), torch.device("cpu"))
+    assert depth.shape == (240, 320) and np.isfinite(depth).all()
+    assert 0.05 <= depth.min() and depth.max() <= 200.0
