@@ -45,7 +45,7 @@ def test_one_training_step_per_stack(preset):
         trained = {id(p) for layer, _ in model.layer_learning_rates(stack)
                    for p in layer.parameters()}
         before = {name: p.detach().clone() for name, p in model.named_parameters()}
-        optimizer = _optimizer(model, stack, DepthTrainConfig(lr_scale=0.1))  # paper ratios
+        optimizer = _optimizer(model, stack, DepthTrainConfig(lr_scale=0.01))  # paper ratios
         model.zero_grad(set_to_none=True)
         loss = scale_invariant_loss(model(images)[output], targets)
         loss.backward()
@@ -184,3 +184,31 @@ def test_checkpoint_round_trip(tmp_path):
         assert torch.allclose(model(x)["depth"], loaded(x)["depth"])
     with pytest.raises(Exception, match="expected 'dronet'"):
         models.load(path, expected="dronet")
+
+
+def test_fine_stack_starts_as_the_coarse_prediction():
+    """The fine stage starts where the coarse stage ended (its identity initialisation), so it
+    can only refine; small random output weights would start it at a constant instead."""
+    torch.manual_seed(0)
+    model = EigenDepth(EigenDepth.make_config("cpu")).eval()
+    with torch.no_grad():
+        model.coarse7.bias.fill_(1.5)  # depths around 4.5 m, some below 1 m (negative log)
+        model.coarse7.bias[:10] = -0.5
+        out = model(torch.rand(2, 3, 120, 160))
+    difference = (out["log_depth"] - out["coarse_log_depth"]).abs()
+    assert float(difference.max()) < 0.02
+    assert float(out["coarse_log_depth"].std()) > 0.1  # not trivially constant
+
+
+def test_shipped_weights_load_and_predict():
+    """The weights `depth_node` loads by default: the cpu preset, trained (its validation
+    numbers recorded), metric depth in range on a frame of the simulator camera's size."""
+    from dl_perception.paths import resolve_weights
+
+    model = EigenDepth.from_checkpoint(resolve_weights("depth", "")).eval()
+    assert model.config.input_size == [160, 120]
+    assert model.checkpoint_info["validation"]["abs_rel"] < 0.2
+    rgb = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
+    depth = model.predict_image(DecodedImage(rgb, "rgb8"), torch.device("cpu"))
+    assert depth.shape == (240, 320) and np.isfinite(depth).all()
+    assert 0.05 <= depth.min() and depth.max() <= 200.0

@@ -85,6 +85,8 @@ def register(verbs) -> None:
     t.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), coarse or fine")
     t.add_argument("--preset", choices=("cpu", "paper", "paper_kitti"))
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None)
+    t.add_argument("--lr-schedule", choices=("constant", "cosine"),
+                   help="constant (default) or cosine decay to 0 over each stage")
     for name, kind in (("coarse_epochs", int), ("fine_epochs", int), ("batch_size", int),
                        ("optimizer", str), ("lr_scale", float), ("adam_lr", float),
                        ("loss_lambda", float), ("max_scale", float), ("rotation_deg", float),

@@ -46,8 +46,12 @@ def load_rgb(path: str) -> np.ndarray:
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
+SATURATED = 65535  # the PNG's largest value: at least that far, not a measurement
+
+
 def load_depth(path: str, depth_scale: float) -> np.ndarray:
-    """Metric depth (float32 metres), NaN where there is no measurement (PNG value 0)."""
+    """Metric depth (float32 metres), NaN where there is no measurement: PNG value 0, or 65535
+    (saturated: beyond the format's range, e.g. the simulator's sky)."""
     raw = cv2.imread(path, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ValueError(f"cannot read depth {path}")
@@ -55,7 +59,7 @@ def load_depth(path: str, depth_scale: float) -> np.ndarray:
         raise ValueError(f"{path}: depth PNGs must be single-channel 16-bit, got {raw.dtype} "
                          f"with shape {raw.shape}")
     depth = raw.astype(np.float32) / np.float32(depth_scale)
-    depth[raw == 0] = np.nan
+    depth[(raw == 0) | (raw == SATURATED)] = np.nan
     return depth
 
 

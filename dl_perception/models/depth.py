@@ -37,6 +37,7 @@ from .. import tensor_preprocess as tp
 from .base import PerceptionModel
 
 FINE_KERNEL, FINE_STRIDE, POOL = 9, 2, 2
+FINE_PASS_SHIFT = 4.0  # log metres: the fine stack's initial pass-through holds depths > e^-4 m
 
 
 @dataclass
@@ -173,12 +174,30 @@ class EigenDepth(PerceptionModel):
         for layer in (self.coarse1, self.coarse2, self.coarse3, self.coarse4, self.coarse5,
                       self.coarse6, self.fine1, self.fine3):
             _he_init(layer)
-        for layer in (self.coarse7, self.fine4):  # linear outputs start small
-            nn.init.normal_(layer.weight, std=1e-3)
-            nn.init.zeros_(layer.bias)
+        nn.init.normal_(self.coarse7.weight, std=1e-3)  # the linear output starts small
+        nn.init.zeros_(self.coarse7.bias)
+        self.init_fine_passthrough()
         self.register_buffer("mean", torch.tensor(config.input_mean).view(1, 3, 1, 1))
         self.register_buffer("std", torch.tensor(config.input_std).view(1, 3, 1, 1))
         self._image_maps: dict = {}
+
+    def init_fine_passthrough(self) -> None:
+        """Start the fine stack as the identity on the coarse map: Fine 3's first channel copies
+        it (shifted by FINE_PASS_SHIFT so the ReLU passes any depth above 2 cm) and Fine 4 reads
+        it back, so the fine stage starts at the coarse prediction and only learns the
+        refinement. Starting from an unrelated output (small random weights) costs the fine stage
+        its first epochs just to get back to the coarse network's accuracy."""
+        with torch.no_grad():
+            _he_init(self.fine1)
+            _he_init(self.fine3)
+            centre = self.fine3.kernel_size[0] // 2
+            coarse_channel = self.fine3.in_channels - 1  # Fine 2 appends the coarse map last
+            self.fine3.weight[0].zero_()
+            self.fine3.weight[0, coarse_channel, centre, centre] = 1.0
+            self.fine3.bias[0] = FINE_PASS_SHIFT
+            nn.init.normal_(self.fine4.weight, std=1e-4)  # not 0: every layer gets a gradient
+            self.fine4.weight[0, 0, centre, centre] = 1.0
+            self.fine4.bias.fill_(-FINE_PASS_SHIFT)
 
     # --- layers by training stack, with the paper's learning-rate ratios --------------------
     def coarse_layers(self) -> list[nn.Module]:
@@ -200,8 +219,9 @@ class EigenDepth(PerceptionModel):
         raise ValueError(f"unknown stack '{stack}' (coarse or fine)")
 
     # --- network ----------------------------------------------------------------------------
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Bx3xHxW normalised RGB -> log depth and depth (metres) at the output grid, Bx1xhxw."""
+    def forward(self, batch: torch.Tensor, fine: bool = True) -> dict[str, torch.Tensor]:
+        """Bx3xHxW RGB in [0, 1] -> log depth and depth (metres) at the output grid, Bx1xhxw;
+        `fine=False` runs the coarse stack alone (its training stage)."""
         x = (batch - self.mean) / self.std
         c = F.max_pool2d(F.relu(self.coarse1(x)), POOL)
         c = F.max_pool2d(F.relu(self.coarse2(c)), POOL)
@@ -210,6 +230,8 @@ class EigenDepth(PerceptionModel):
         c = F.relu(self.coarse5(c))
         c = self.dropout(F.relu(self.coarse6(c.flatten(1))))
         coarse = self.coarse7(c).view(-1, 1, self.output_height, self.output_width)
+        if not fine:
+            return {"coarse_log_depth": coarse}
         rows = self.config.fine_rows
         f = x[:, :, -rows:] if rows else x
         f = F.max_pool2d(F.relu(self.fine1(f)), POOL)

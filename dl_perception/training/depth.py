@@ -34,6 +34,7 @@ class DepthTrainConfig:
     optimizer: str = "sgd"  # sgd (the paper's) or adam
     lr_scale: float = 1.0  # multiplies the paper's per-layer SGD rates
     adam_lr: float = 1e-4
+    lr_schedule: str = "constant"  # or cosine: every stage's rates decay to 0 by its last step
     momentum: float = 0.9
     loss_lambda: float = 0.5
     max_scale: float = 1.5  # NYU: [1, 1.5]; KITTI: [1, 1.2]
@@ -189,6 +190,14 @@ def _optimizer(model: EigenDepth, stack: str, cfg: DepthTrainConfig) -> torch.op
     raise ValueError(f"unknown optimizer '{cfg.optimizer}' (sgd or adam)")
 
 
+def _schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int):
+    if name == "constant":
+        return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(1, total_steps))
+    raise ValueError(f"unknown lr schedule '{name}' (constant or cosine)")
+
+
 def validation_errors(model: EigenDepth, data: DepthData, indices: list[int], output: str,
                       device: torch.device, batch_size: int = 64) -> dict:
     """Errors at the output grid on centre crops (no augmentation), averaged over images."""
@@ -199,7 +208,7 @@ def validation_errors(model: EigenDepth, data: DepthData, indices: list[int], ou
     with torch.inference_mode():
         for start in range(0, len(indices), batch_size):
             images, targets = data.batch(indices[start:start + batch_size], None)
-            log_depth = model(images.to(device))[output].float().cpu()
+            log_depth = model(images.to(device), fine=output == "log_depth")[output].float().cpu()
             for prediction, target in zip(torch.exp(log_depth).numpy(), targets.numpy()):
                 means.add(prediction[0], target[0])
     summary = means.summary()
@@ -235,11 +244,10 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
         f"{model.config.input_size[1]}, output {model.output_width}x{model.output_height}, "
         f"device {device}")
     data = DepthData(samples, model, log=log)
-    if not init_weights:  # start both outputs at the data's mean log depth
+    if not init_weights:  # start the coarse output at the data's mean log depth
         mean_log = _mean_log_depth(data, train_idx)
         with torch.no_grad():
             model.coarse7.bias.fill_(mean_log)
-            model.fine4.bias.fill_(mean_log)
     rng = np.random.default_rng(cfg.seed)
     history = []
     for stack in stages:
@@ -250,8 +258,21 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
             parameter.requires_grad_(False)
         for parameter in trained:
             parameter.requires_grad_(True)
+        if stack == "fine" and "coarse" in stages:  # a fine stack fitted to an older coarse one
+            model.init_fine_passthrough()             # is stale: start at the new coarse output
         optimizer = _optimizer(model, stack, cfg)
+        steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)
+        schedule = _schedule(optimizer, cfg.lr_schedule, epochs * steps_per_epoch)
         best = math.inf
+        if epochs and (init_weights or stack == "fine"):
+            # the stack's starting point is epoch 0: training never leaves it worse
+            metrics = validation_errors(model, data, val_idx or train_idx[:64], output, device)
+            log(f"{stack} epoch 0/{epochs} " + " ".join(f"val_{k} {v:.4f}" for k, v in metrics.items()))
+            best = metrics.get("abs_rel", math.inf)
+            history.append({"stack": stack, "epoch": 0, **metrics})
+            model.save(out_path, info={
+                "trained_on": sources, "frames": len(samples), "stack": stack, "epoch": 0,
+                "train_config": asdict(cfg), "validation": metrics, "history": history})
         for epoch in range(epochs):
             model.train()
             if stack == "fine":  # the coarse stack is fixed: its dropout is off
@@ -259,14 +280,15 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
                     layer.eval()
             started, losses = time.time(), []
             order = rng.permutation(train_idx)
-            for step in range(max(1, len(order) // cfg.batch_size)):  # full batches only
+            for step in range(steps_per_epoch):  # full batches only
                 batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 images, targets = data.batch(batch, rng, cfg)
-                log_depth = model(images.to(device))[output]
+                log_depth = model(images.to(device), fine=stack == "fine")[output]
                 loss = scale_invariant_loss(log_depth, targets.to(device), cfg.loss_lambda)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
+                schedule.step()
                 losses.append(loss.item())
             if not np.all(np.isfinite(losses)):
                 raise FloatingPointError(f"{stack} training diverged (loss {losses[-1]}); "
