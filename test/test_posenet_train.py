@@ -97,6 +97,22 @@ def test_cli_train_and_eval_every_layout(tmp_path):
         assert key in out
     metrics = json.load(open(tmp_path / "m.json"))
     assert metrics["frames"] == 20 and metrics["skipped_no_pose"] == 4
+    first = json.loads(run("info", weights))
+    assert first["info"]["scene"] == "simulator world 7"
+
+    # fine-tuning keeps the scene normalisation and, unless given, the loss settings
+    tuned = str(tmp_path / "tuned.safetensors")
+    out = run("train", "posenet", "--data", str(tmp_path / "seq"), "--out", tuned, "--init",
+              weights, "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-4")
+    info = json.loads(run("info", tuned))
+    assert info["info"]["initialised_from"]["path"] == weights
+    assert info["info"]["initialised_from"]["info"]["epoch"] == 1
+    assert info["info"]["train_config"]["beta"] == first["info"]["train_config"]["beta"]
+    assert info["info"]["train_config"]["learning_rate"] == 1e-4
+    assert info["config"]["scene_center"] == first["config"]["scene_center"]
+    out = run("train", "posenet", "--data", str(tmp_path / "seq"), "--out", tuned, "--init",
+              weights, "--epochs", "1", "--learned-weighting", expect=1)
+    assert "learned_weighting=False" in out
 
     write_seven_scenes(str(tmp_path / "7s"), 8, seed=3)
     weights = str(tmp_path / "7s.safetensors")
