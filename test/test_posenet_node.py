@@ -37,7 +37,10 @@ def checkpoints(tmp_path_factory):
             with torch.no_grad():
                 model.log_variances.copy_(torch.tensor([0.4, -3.5]))
         paths[name] = str(folder / f"{name}.safetensors")
-        model.save(paths[name], info={"train_config": {"norm": "l2"}})
+        info = {"train_config": {"norm": "l2"}, "trained_on": ["/data/hall_a", "/data/hall_b"]}
+        if not learned:
+            info["scene"] = "simulator world 7 (64 m x 64 m)"
+        model.save(paths[name], info=info)
     return paths
 
 
@@ -93,10 +96,14 @@ def test_pose_in_the_trained_frame_with_configured_covariance(ros, checkpoints):
     assert np.allclose(np.array(pose.pose.covariance).reshape(6, 6),
                        np.diag([4.0] * 3 + [0.02] * 3))
     assert node.tf_broadcaster is None  # tf2_ros is not installed here
+    # the node says which scene its weights are for
+    assert node.scene == "simulator world 7 (64 m x 64 m)"
+    assert node.diagnostic_values()["scene"] == node.scene
 
 
 def test_learned_uncertainty_gives_the_covariance(ros, checkpoints):
-    _, probe, executor = _start(checkpoints["learned"], frame_id="scene")
+    node, probe, executor = _start(checkpoints["learned"], frame_id="scene")
+    assert node.scene == "/data/hall_a, /data/hall_b"  # no scene recorded: the training data
     _send(executor, probe, _frame(1), 1)
     pose = probe.poses[0]
     assert pose.header.frame_id == "scene"

@@ -11,6 +11,8 @@ import pytest
 import torch
 from posenet_scenes import TINY_MODEL, write_cambridge, write_sequence, write_seven_scenes
 
+from dl_perception import cli
+from dl_perception.checkpoint import load_checkpoint
 from dl_perception.datasets.poses import open_posed_images
 from dl_perception.evaluation.posenet import evaluate_posenet, pose_metrics
 from dl_perception.geometry import yaw_to_quat
@@ -83,7 +85,7 @@ def test_train_refuses_evaluation_worlds_and_mixed_frames(tmp_path):
     assert "0 frames with a finite pose" in out
 
 
-def test_cli_train_and_eval_every_layout(tmp_path):
+def test_cli_train_and_eval_every_layout(tmp_path, capsys):
     """Sequence (with NaN poses), then the learned-weighting and aux-head variant on 7-Scenes
     and Cambridge; eval reads the test split and prints the paper's metrics."""
     write_sequence(tmp_path / "seq", 24, seed=1, nan_every=6)
@@ -97,6 +99,24 @@ def test_cli_train_and_eval_every_layout(tmp_path):
         assert key in out
     metrics = json.load(open(tmp_path / "m.json"))
     assert metrics["frames"] == 20 and metrics["skipped_no_pose"] == 4
+    first = load_checkpoint(weights)
+    assert first.info["scene"] == "simulator world 7"
+
+    # fine-tuning keeps the scene normalisation and, unless given, the loss settings (in-process:
+    # the CLI's start-up is what costs here)
+    tuned = str(tmp_path / "tuned.safetensors")
+    assert cli.main(["train", "posenet", "--data", str(tmp_path / "seq"), "--out", tuned, "--init",
+                     weights, "--epochs", "1", "--batch-size", "8", "--learning-rate", "1e-4",
+                     "--beta", "77"]) == 0
+    info = load_checkpoint(tuned).info
+    assert info["initialised_from"]["path"] == weights
+    assert info["initialised_from"]["info"]["epoch"] == 1
+    assert info["train_config"]["norm"] == first.info["train_config"]["norm"] == "l2"
+    assert info["train_config"]["beta"] == 77 and info["train_config"]["learning_rate"] == 1e-4
+    assert load_checkpoint(tuned).config["scene_center"] == first.config["scene_center"]
+    assert cli.main(["train", "posenet", "--data", str(tmp_path / "seq"), "--out", tuned, "--init",
+                     weights, "--epochs", "1", "--learned-weighting"]) == 1
+    assert "learned_weighting=False" in capsys.readouterr().err
 
     write_seven_scenes(str(tmp_path / "7s"), 8, seed=3)
     weights = str(tmp_path / "7s.safetensors")

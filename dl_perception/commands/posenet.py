@@ -3,6 +3,9 @@ from __future__ import annotations
 
 from .common import add_device_arg, device_of, print_metrics, write_json
 
+# settings of the loss and architecture that `--init` takes from the checkpoint unless given
+INHERITED = ("preset", "aux_heads", "learned_weighting", "beta", "norm")
+
 
 def _sources(args, paths: list[str], split: str):
     from ..datasets.poses import open_posed_images
@@ -13,8 +16,10 @@ def _sources(args, paths: list[str], split: str):
 
 
 def train(args) -> int:
+    import json
     import os
 
+    from ..checkpoint import read_metadata
     from ..training.common import refuse_evaluation_worlds
     from ..training.posenet import PoseNetTrainConfig, train_posenet
 
@@ -22,9 +27,14 @@ def train(args) -> int:
         raise ValueError("--epochs must be at least 1")
     for path in args.data + (args.val_data or []):
         refuse_evaluation_worlds(path if os.path.isdir(path) else os.path.dirname(path))
+    # continuing a model: its architecture and loss stay those it was trained with unless given
+    inherited = {}
+    if args.init:
+        info = json.loads(read_metadata(args.init).get("info", "{}"))
+        inherited = {k: v for k, v in info.get("train_config", {}).items() if k in INHERITED}
     overrides = {k: v for k, v in vars(args).items()
                  if k in PoseNetTrainConfig.__dataclass_fields__ and v is not None}
-    cfg = PoseNetTrainConfig(**overrides)
+    cfg = PoseNetTrainConfig(**{**inherited, **overrides})
     model = train_posenet(_sources(args, args.data, "train"), args.out, cfg, device_of(args),
                           val_sources=_sources(args, args.val_data, "train") if args.val_data
                           else None, init_weights=args.init)
@@ -89,7 +99,9 @@ def register(verbs) -> None:
     t.add_argument("--val-data", nargs="+", help="validation data (default: a random share of "
                                                  "--data, see --val-fraction)")
     t.add_argument("--out", required=True, help="output checkpoint")
-    t.add_argument("--init", help="continue from this checkpoint")
+    t.add_argument("--init", help="continue (resume or fine-tune) from this checkpoint: its scene "
+                                  "normalisation, preset and loss settings are kept; the "
+                                  "learning rate schedule starts afresh from --learning-rate")
     t.add_argument("--preset", choices=("cpu", "paper"))
     t.add_argument("--aux-heads", action="store_true", default=None,
                    help="the paper's two auxiliary pose regressors (weight 0.3)")

@@ -39,12 +39,15 @@ class PoseNetNode(ModelNode):
         super().__init__(node_name, **kwargs)
         self.frame_id = self.params["frame_id"] or self.model.config.frame_id
         self.learned_uncertainty = self.model.config.learned_weighting
-        train_config = getattr(self.model, "checkpoint_info", {}).get("train_config", {})
-        self.loss_norm = train_config.get("norm", "l2")
+        info = getattr(self.model, "checkpoint_info", {})
+        self.loss_norm = info.get("train_config", {}).get("norm", "l2")
+        self.scene = info.get("scene") or ", ".join(info.get("trained_on", [])) or "unknown"
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, 10)
         self.tf_broadcaster = None
         if self.params["publish_tf"] and TransformBroadcaster is not None:
             self.tf_broadcaster = TransformBroadcaster(self)
+        self.get_logger().info(
+            f"weights for the scene: {self.scene}; poses elsewhere are meaningless")
         self.get_logger().info(
             f"publishing {POSE_TOPIC} in frame '{self.frame_id}', covariance "
             + ("from the learned uncertainty" if self.learned_uncertainty else "configured")
@@ -81,7 +84,7 @@ class PoseNetNode(ModelNode):
             self.tf_broadcaster.sendTransform(transform)
 
     def diagnostic_values(self) -> dict[str, str]:
-        return {**super().diagnostic_values(), "frame_id": self.frame_id,
+        return {**super().diagnostic_values(), "frame_id": self.frame_id, "scene": self.scene,
                 "tf": "on" if self.tf_broadcaster else "off"}
 
 

@@ -18,7 +18,9 @@ rate decay.
 """
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -180,6 +182,24 @@ def frame_id_of(sources: list[PosedImages]) -> str:
     return frames[0]
 
 
+def describe_scene(paths: list[str]) -> str:
+    """The scene a PoseNet is valid in, for its checkpoint and its node's log: the simulator world
+    from the datasets' meta.json, else the dataset names."""
+    scenes = []
+    for path in paths:
+        meta_path = os.path.join(path, "meta.json")
+        meta = json.load(open(meta_path)) if os.path.isfile(meta_path) else {}
+        if "world_seed" in meta:
+            size = meta.get("world_size")
+            scene = (f"simulator world {meta['world_seed']}"
+                     + (f" ({size:g} m x {size:g} m)" if size else ""))
+        else:
+            scene = os.path.basename(os.path.normpath(path))
+        if scene not in scenes:
+            scenes.append(scene)
+    return ", ".join(scenes)
+
+
 def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainConfig,
                   device: torch.device, val_sources: list[PosedImages] | None = None,
                   init_weights: str | None = None, model_overrides: dict | None = None,
@@ -190,6 +210,10 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
     frame_id = frame_id_of(sources + (val_sources or []))
     if init_weights:
         model = PoseNet.from_checkpoint(init_weights)
+        for key in ("aux_heads", "learned_weighting"):
+            if getattr(cfg, key) != getattr(model.config, key):
+                raise ValueError(f"{init_weights} has {key}={getattr(model.config, key)}, the "
+                                 f"training configuration {key}={getattr(cfg, key)}")
     else:
         model = PoseNet(PoseNet.make_config(cfg.preset, aux_heads=cfg.aux_heads,
                                             learned_weighting=cfg.learned_weighting,
@@ -220,8 +244,11 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
     rng = np.random.default_rng(cfg.seed)
-    info = {"trained_on": [s.path for s in sources], "train_config": asdict(cfg),
+    paths = [s.path for s in sources]
+    info = {"trained_on": paths, "scene": describe_scene(paths), "train_config": asdict(cfg),
             "frames": len(train_idx), "skipped_no_pose": data.skipped_no_pose}
+    if init_weights:  # keep the history of a resumed or fine-tuned model reproducible
+        info["initialised_from"] = {"path": init_weights, "info": model.checkpoint_info}
     for epoch in range(cfg.epochs):
         model.train()
         started, losses = time.time(), []
