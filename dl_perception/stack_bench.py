@@ -109,7 +109,7 @@ def run_naive(stack: dict, frames: list[np.ndarray], device: torch.device) -> tu
             for name, model in stack.items():
                 started = time.perf_counter()
                 out = model(model.preprocess(image).to(device))
-                results[name] = {k: v.float().cpu() if torch.is_floating_point(v) else v.cpu()
+                results[name] = {k: v.detach().float().cpu() if torch.is_floating_point(v) else v.cpu()
                                  for k, v in out.items()}
                 per_model[name].append(time.perf_counter() - started)
             per_frame.append(time.perf_counter() - frame_started)
