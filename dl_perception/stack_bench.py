@@ -124,7 +124,7 @@ def _summary(path: str, frames: int, seconds: float, latencies, memory: MemoryPr
 
 def run_engine_free(engine: Engine, frames: list[np.ndarray], names=None) -> tuple[float, list, list]:
     """All frames available at once: total seconds, per-frame latency (its batch's time), outputs."""
-    size = max(1, engine.options.batch_size)
+    size = engine.batch_size
     started = time.perf_counter()
     if engine.workers > 1:
         futures = [(time.perf_counter(), engine.submit(frames[i:i + size], names))
@@ -149,7 +149,7 @@ def run_engine_at_rate(engine: Engine, frames: list[np.ndarray], rate: float, du
                        queue_depth: int | None = None) -> dict:
     """Frames arrive at `rate` for `duration` s into a bounded queue (full -> dropped); workers
     take up to batch_size waiting frames at a time."""
-    depth = queue_depth or 2 * max(1, engine.options.batch_size) * engine.workers
+    depth = queue_depth or engine.batch_size * engine.workers
     waiting: queue.Queue = queue.Queue(maxsize=depth)
     latencies, lock = [], threading.Lock()
     sent = dropped = 0
@@ -161,7 +161,7 @@ def run_engine_at_rate(engine: Engine, frames: list[np.ndarray], rate: float, du
                 batch = [waiting.get(timeout=0.05)]
             except queue.Empty:
                 continue
-            while len(batch) < engine.options.batch_size:
+            while len(batch) < engine.batch_size:
                 try:
                     batch.append(waiting.get_nowait())
                 except queue.Empty:
@@ -196,11 +196,13 @@ def run_engine_at_rate(engine: Engine, frames: list[np.ndarray], rate: float, du
 
 
 def find_peak(engine: Engine, frames: list[np.ndarray], throughput: float,
-              min_frames: int = 12, min_seconds: float = 3.0) -> dict:
+              min_seconds: float = 3.0) -> dict:
     """ros2_benchmark-style peak: probe rates around the free-run throughput, highest first, and
-    report the first with < 5% drops."""
+    report the first with < 5% drops. Each probe sends at least four times the queue's depth,
+    so a queue that merely absorbs a short burst does not pass for throughput."""
     probes = []
-    for factor in (1.2, 1.0, 0.85, 0.7, 0.5, 0.3):
+    min_frames = max(12, 4 * engine.batch_size * engine.workers)
+    for factor in (2.0, 1.5, 1.2, 1.0, 0.85, 0.7, 0.5, 0.3):
         rate = throughput * factor
         probe = run_engine_at_rate(engine, frames, rate, max(min_seconds, min_frames / rate))
         probes.append(probe)
@@ -247,7 +249,7 @@ def run_stack_bench(preset: str = "cpu", frames: list[np.ndarray] | None = None,
 
     # Baseline and engine alternate, round after round, so both see the same machine load.
     run_naive(stack, frames[:2], device)  # warm-up
-    run_engine_free(engine, frames[:max(1, options.batch_size)])  # warm-up
+    run_engine_free(engine, frames[:engine.batch_size])  # warm-up
     naive = {"per_model": {name: [] for name in stack}, "per_frame": []}
     naive_memory, engine_memory = MemoryProbe(device), MemoryProbe(device)
     seconds, latencies = 0.0, []

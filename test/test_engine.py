@@ -75,12 +75,14 @@ def test_output_deviation_measures():
     assert deviation_over_frames(small, shifted)[0] == pytest.approx(0.05)
 
 
-def test_engine_outputs_match_the_naive_path_frame_by_frame():
+@pytest.mark.parametrize("preprocess", ["host", "device"])
+def test_engine_outputs_match_the_naive_path_frame_by_frame(preprocess):
     stack = small_stack()
     frames = frames_of(5, 160, 120)
     _, naive_outputs = run_naive(stack, frames, torch.device("cpu"))
     engine = Engine(stack, EngineOptions(device="cpu", precision="fp32", channels_last="off",
-                                         batch_size=2, workers=2))
+                                         batch_size=2, workers=2, preprocess=preprocess))
+    assert engine.device_preprocessing == (preprocess == "device")
     try:
         outputs = engine.run(frames)
         assert len(outputs) == len(frames) and set(outputs[0]) == set(SMALL)

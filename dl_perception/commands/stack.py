@@ -16,7 +16,8 @@ def bench(args) -> int:
               else generated_frames(args.frames, width, height))
     options = EngineOptions(device=args.device, precision=args.precision,
                             channels_last=args.channels_last, batch_size=args.batch_size,
-                            workers=args.workers, compile=args.compile)
+                            workers=args.workers, compile=args.compile,
+                            preprocess=args.preprocess)
     names = args.models.split(",") if args.models else list(STACK)
     result = run_stack_bench(args.preset, frames, options, names, rate=args.rate,
                              peak=not args.no_peak, per_model=not args.no_per_model,
@@ -61,7 +62,10 @@ def register(verbs) -> None:
     b.add_argument("--sequence", help="recorded sequence folder to take frames from "
                                       "(default: generated frames)")
     b.add_argument("--models", help="comma-separated subset of dronet,lift,netvlad,posenet,depth")
-    b.add_argument("--batch-size", dest="batch_size", type=int, default=8)
+    b.add_argument("--batch-size", dest="batch_size", type=int, default=0,
+                   help="frames per batch (0: 16 on CUDA, 2 on the CPU)")
+    b.add_argument("--preprocess", default="auto", choices=("auto", "device", "host"),
+                   help="auto: on the device on CUDA, OpenCV per frame on the CPU")
     b.add_argument("--workers", type=int, default=0, help="CPU worker threads (0: one per core)")
     b.add_argument("--precision", default="auto", choices=("auto", "fp32", "reduced"))
     b.add_argument("--channels-last", dest="channels_last", default="auto",
