@@ -208,11 +208,17 @@ class Engine:
         return [frame for chunk in results for frame in chunk]
 
     def submit(self, frames: list[np.ndarray], names: list[str] | None = None):
-        """Asynchronous `run` of one batch on a worker (a Future), for streaming callers."""
+        """Asynchronous `run` of one batch on a worker, for streaming callers: a Future of
+        (per-frame outputs, seconds the worker spent on the batch)."""
         names = list(names or self.models)
         if self._pool is None:
             raise RuntimeError("submit needs worker threads (workers > 1)")
-        return self._pool.submit(self._run_chunk, frames, names)
+
+        def timed():
+            started = time.perf_counter()
+            outputs = self._run_chunk(frames, names)
+            return outputs, time.perf_counter() - started
+        return self._pool.submit(timed)
 
     def close(self) -> None:
         if self._pool is not None:
