@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from .. import rosmsg
 from ..imaging import ImageDecodeError, decode
-from ..processors import FrameProcessor, node_parameters, processor_class
+from ..processors import PROCESSOR_MODULES, FrameProcessor, node_parameters, processor_class
 from ..stats import FrameStats
 from .reader import BagError, BagReader, BagReadError, MessageDecodeError
 from .writer import BagWriter
@@ -94,8 +94,9 @@ def plan_runs(config: str, reader: BagReader, nodes: list[str] | None = None,
     for node, params in sections.items():
         cls = processor_class(node)
         if cls is None:
-            notes.append(f"{node}: no offline processor (not a camera-driven model node); "
-                         f"skipped")
+            notes.append(f"{node}: no offline processor (offline processing covers "
+                         f"{', '.join(sorted(PROCESSOR_MODULES))}; replay the bag to this node "
+                         f"and record instead); skipped")
             continue
         topic = image_topic or cls.input_topic(params)
         info = reader.topics.get(topic)
