@@ -323,7 +323,7 @@ class MonocularVO:
             sparsity[2 * row:2 * row + 2, n_pose + 3 * point_index:n_pose + 3 * point_index + 3] = 1
         solution = least_squares(residuals, x0, jac_sparsity=sparsity, loss="huber",
                                  f_scale=cfg.pnp_threshold_px, max_nfev=cfg.ba_iterations,
-                                 x_scale="jac", method="trf")
+                                 method="trf")  # x_scale="jac" stalled short of the minimum
         x = solution.x
         for serial, slot in free.items():
             T = np.eye(4)
