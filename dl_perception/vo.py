@@ -339,6 +339,36 @@ class MonocularVO:
                                 if p in self.map.positions}
         self.pose = self.keyframe.pose.copy()
 
+    def _solve_pnp(self, object_points: np.ndarray, image_points: np.ndarray):
+        """T_camera_world and the inlier indices from 3-D/2-D matches, or None: RANSAC over
+        SQPnP, then the reprojection error of the inliers minimised. OpenCV 5.0's
+        Levenberg-Marquardt PnP (SOLVEPNP_ITERATIVE, solvePnPRefineLM) is not used: it returned
+        poses 10^8 m away now and then, depending on what earlier calls left behind."""
+        from scipy.optimize import least_squares
+
+        cfg = self.config
+        ok, rvec, tvec, inliers = cv2.solvePnPRansac(
+            object_points, image_points, self.K, None, iterationsCount=200,
+            reprojectionError=cfg.pnp_threshold_px, confidence=0.999, flags=cv2.SOLVEPNP_SQPNP)
+        if not ok or inliers is None or len(inliers) < cfg.min_inliers:
+            return None
+        keep = inliers.ravel()
+        points, pixels = object_points[keep], image_points[keep]
+
+        def residuals(x):
+            camera = points @ cv2.Rodrigues(x[:3])[0].T + x[3:]
+            projected = camera @ self.K.T
+            return (projected[:, :2] / np.maximum(projected[:, 2:3], 1e-6) - pixels).ravel()
+
+        x = least_squares(residuals, np.concatenate([rvec.ravel(), tvec.ravel()]),
+                          method="lm").x
+        if not np.isfinite(x).all():
+            return None
+        T = np.eye(4)
+        T[:3, :3] = cv2.Rodrigues(x[:3])[0]
+        T[:3, 3] = x[3:]
+        return T, keep
+
     def _plausible(self, pose: np.ndarray, frames_since_good: int) -> bool:
         step = invert(self.pose) @ pose
         rotation = _rotation_deg(step[:3, :3])
@@ -427,20 +457,10 @@ class MonocularVO:
         point_ids = [kf.points[int(i)] for i in pairs[with_point, 0]]
         object_points = np.array([self.map.positions[p] for p in point_ids])
         image_points = pb[with_point]
-        T_c_w = invert(self.pose)
-        rvec, _ = cv2.Rodrigues(T_c_w[:3, :3])
-        ok, rvec, tvec, pnp_inliers = cv2.solvePnPRansac(
-            object_points, image_points, self.K, None, rvec=rvec, tvec=T_c_w[:3, 3].copy(),
-            useExtrinsicGuess=True, iterationsCount=200,
-            reprojectionError=cfg.pnp_threshold_px, confidence=0.999, flags=cv2.SOLVEPNP_ITERATIVE)
-        if not ok or pnp_inliers is None or len(pnp_inliers) < cfg.min_inliers:
+        solved = self._solve_pnp(object_points, pb[with_point])
+        if solved is None:
             return self._lost(features, depth, "PnP failed")
-        keep = pnp_inliers.ravel()
-        rvec, tvec = cv2.solvePnPRefineLM(object_points[keep], image_points[keep], self.K, None,
-                                          rvec, tvec)
-        T = np.eye(4)
-        T[:3, :3] = cv2.Rodrigues(rvec)[0]
-        T[:3, 3] = tvec.ravel()
+        T, keep = solved
         pose = invert(T)
         if not self._plausible(pose, self.lost_frames + 1):
             return self._lost(features, depth, self.last_reason)

@@ -240,3 +240,30 @@ def test_bundle_adjustment_converges_back_to_the_true_window():
     assert len(vo.map.positions) == len(points)  # none dropped
     for serial in range(3, 7):
         np.testing.assert_allclose(vo.map.poses[serial][:3, 3], truth[serial][:3, 3], atol=2e-3)
+
+
+def test_pnp_recovers_the_pose_and_rejects_outliers_the_same_way_every_call():
+    """Tracking's PnP (RANSAC over SQPnP, reprojection refinement): the true pose from noisy
+    matches with 30% outliers, the outliers out, and the same answer on every call. OpenCV 5.0's
+    Levenberg-Marquardt PnP answered 10^8 m now and then, depending on earlier calls, which made
+    vo_node lose track in one process and not in another."""
+    rng = np.random.default_rng(5)
+    K = np.array([[160.0, 0, 160], [0, 160.0, 120], [0, 0, 1]])
+    vo = MonocularVO(K)
+    T_c_w = np.eye(4)
+    T_c_w[:3, :3] = cv2.Rodrigues(np.array([0.02, -0.1, 0.01]))[0]
+    T_c_w[:3, 3] = [0.3, -0.1, -1.5]
+    world = np.column_stack([rng.uniform(-6, 6, 80), rng.uniform(-3, 3, 80),
+                             rng.uniform(6, 20, 80)])
+    camera = world @ T_c_w[:3, :3].T + T_c_w[:3, 3]
+    pixels = (camera @ K.T)[:, :2] / camera[:, 2:3] + rng.normal(0, 0.3, (80, 2))
+    outliers = rng.choice(80, 24, replace=False)
+    pixels[outliers] += rng.uniform(15, 60, (24, 2)) * rng.choice([-1, 1], (24, 2))
+    answers = [vo._solve_pnp(world, pixels) for _ in range(5)]
+    T, inliers = answers[0]
+    np.testing.assert_allclose(T[:3, 3], T_c_w[:3, 3], atol=0.02)
+    assert not set(outliers) & set(inliers.tolist())
+    assert len(inliers) >= 50
+    for other, other_inliers in answers[1:]:
+        np.testing.assert_array_equal(other, T)
+        np.testing.assert_array_equal(other_inliers, inliers)
