@@ -243,6 +243,11 @@ def run_nodes(node_factories, args=None, executor_kind: str = "single",
                 executor.spin_once(timeout_sec=0.1)
         except (KeyboardInterrupt, ExternalShutdownException):
             pass
+        except Exception:
+            # a signal that lands between rclpy.ok() and the wait set shuts the context down
+            # under spin_once, which then fails to build its wait set: that is a clean stop
+            if rclpy.ok():
+                raise
         return 0
     finally:
         for node in nodes:
