@@ -267,3 +267,49 @@ def test_pnp_recovers_the_pose_and_rejects_outliers_the_same_way_every_call():
     for other, other_inliers in answers[1:]:
         np.testing.assert_array_equal(other, T)
         np.testing.assert_array_equal(other_inliers, inliers)
+
+
+def test_vo_on_predicted_depth_with_either_alignment(scene_sequence, tmp_path):
+    """`predict_depth` stands in for depth_node: here a network that overestimates every depth
+    by 10%. The run is metric; SE(3) alignment shows the scale error, Sim(3) takes it out."""
+    from dl_perception.datasets.sequence import read_sequence
+    frames = iter(read_sequence(scene_sequence).frames)
+
+    def predict_depth(rgb):
+        frame = next(frames)
+        np.testing.assert_array_equal(rgb, frame.load_rgb())  # called in frame order
+        return 1.1 * frame.load_depth()
+
+    rows = {}
+    for alignment in ("se3", "sim3"):
+        frames = iter(read_sequence(scene_sequence).frames)
+        rows[alignment] = evaluate_vo([scene_sequence], _sift(), str(tmp_path / alignment),
+                                      predict_depth=predict_depth,
+                                      alignment=alignment)["sequences"][0]
+    assert rows["se3"]["metric"] and rows["se3"]["alignment"] == "SE(3)"
+    assert rows["sim3"]["alignment"] == "Sim(3)"
+    assert rows["sim3"]["alignment_scale"] == pytest.approx(1 / 1.1, abs=0.03)
+    assert rows["sim3"]["ate_percent_of_path"] < 2.0 < rows["se3"]["ate_percent_of_path"]
+    with pytest.raises(ValueError, match="alignment"):
+        evaluate_vo([scene_sequence], _sift(), str(tmp_path), alignment="umeyama")
+
+
+def test_eval_vo_command_with_the_depth_network(scene_sequence, tmp_path):
+    import torch
+
+    from dl_perception import models
+    torch.manual_seed(0)
+    weights = str(tmp_path / "depth.safetensors")
+    models.create("depth").save(weights)  # untrained: this checks the wiring, not accuracy
+    out = tmp_path / "vo.json"
+    result = subprocess.run(
+        [os.path.join(BIN, "dl-perception"), "eval", "vo", "--sequences", scene_sequence,
+         "--features", "sift", "--depth", "model", "--depth-weights", weights, "--align", "sim3",
+         "--max-frames", "12", "--threads", "1", "--out", str(tmp_path / "traj"),
+         "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "metric scale from the depth network" in result.stdout
+    data = json.loads(out.read_text())
+    assert data["depth"] == "model"
+    row = data["sequences"][0]
+    assert row["metric"] and row["alignment"] == "Sim(3)" and row["frames"] == 12

@@ -77,14 +77,31 @@ def _extractor(args):
     return f"lift ({weights}, sha1 {weights_digest})", extract
 
 
+def _depth_predictor(args):
+    """depth_node's computation for `--depth model`: the depth network's metric depth on the
+    frame's own grid (NaN where the network does not look)."""
+    from .. import models
+    from ..imaging import DecodedImage
+    from ..paths import resolve_weights
+    weights = resolve_weights("depth", args.depth_weights or "")
+    model = models.load(weights, expected="depth").to(device_of(args)).eval()
+    return weights, lambda rgb: model.predict_image(DecodedImage(rgb, "rgb8"))
+
+
 def eval_vo(args) -> int:
     _threads(args)
     from ..evaluation.vo import evaluate_vo, format_vo_report
     name, extract = _extractor(args)
     use_depth = args.depth == "recorded"
-    print(f"VO on {name} features, "
-          + ("metric scale from the recorded depth images" if use_depth
-             else "monocular (up to scale, Sim(3) alignment)"))
+    predict_depth = None
+    if args.depth == "model":
+        depth_weights, predict_depth = _depth_predictor(args)
+        scale = f"metric scale from the depth network ({depth_weights}), as depth_node gives it"
+    elif use_depth:
+        scale = "metric scale from the recorded depth images"
+    else:
+        scale = "monocular (up to scale)"
+    print(f"VO on {name} features, {scale}")
     cache = None
     if args.feature_cache:  # keyed by what makes the features: method, weights, budget
         import hashlib
@@ -92,7 +109,8 @@ def eval_vo(args) -> int:
                  hashlib.sha1(f"{name} {args.max_keypoints}".encode()).hexdigest()[:12])
     result = evaluate_vo(args.sequences, extract, args.out, use_depth=use_depth,
                          max_frames=args.max_frames, target_percent=args.target,
-                         feature_cache=cache)
+                         feature_cache=cache, predict_depth=predict_depth,
+                         alignment=args.align)
     print(format_vo_report(result))
     print(f"trajectories (TUM format) in {args.out}")
     write_json(args.json, {"features": name, "depth": args.depth, **result})
@@ -177,9 +195,15 @@ def register(verbs) -> None:
     v.add_argument("--out", default="vo_output", help="folder for the TUM trajectories")
     v.add_argument("--features", choices=("lift", "sift"), default="lift")
     v.add_argument("--weights", help="LIFT checkpoint (default: the shipped one)")
-    v.add_argument("--depth", choices=("none", "recorded"), default="none",
+    v.add_argument("--depth", choices=("none", "recorded", "model"), default="none",
                    help="none: monocular, up to scale; recorded: the sequence's depth images "
-                        "stand in for depth_node (metric scale)")
+                        "stand in for depth_node (metric scale); model: the depth network's "
+                        "depth, as depth_node publishes it (metric scale)")
+    v.add_argument("--depth-weights", help="depth checkpoint for --depth model (default: the "
+                   "shipped one)")
+    v.add_argument("--align", choices=("auto", "sim3", "se3"), default="auto",
+                   help="trajectory alignment before the errors: auto = Sim(3) for monocular "
+                        "runs, SE(3) for metric ones")
     v.add_argument("--max-keypoints", type=int, default=1000)
     v.add_argument("--max-frames", type=int, help="only the first N frames of each sequence")
     v.add_argument("--feature-cache", help="folder keeping each sequence's features, so that "

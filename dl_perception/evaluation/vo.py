@@ -126,8 +126,10 @@ def sequence_features(frames, extract, cache_file: str | None = None) -> list:
 
 def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool,
                        config: VOConfig | None = None, max_frames: int | None = None,
-                       log=print, feature_cache: tuple[str, str] | None = None) -> SequenceRun:
-    """Feed every frame's features (and the recorded depth when `use_depth`) to the VO and write
+                       log=print, feature_cache: tuple[str, str] | None = None,
+                       predict_depth=None) -> SequenceRun:
+    """Feed every frame's features (and the recorded depth when `use_depth`, or the depth that
+    `predict_depth(rgb)` returns on the frame's grid, as depth_node would) to the VO and write
     the estimate and the ground truth as TUM files. `feature_cache`: (folder, key of the
     feature extractor) to keep the features between runs."""
     sequence = read_sequence(sequence_dir)
@@ -140,7 +142,10 @@ def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool
     features = sequence_features(frames, extract, cache_file)
     stamps, poses, gt_stamps, gt_poses = [], [], [], []
     for frame, (keypoints, descriptors) in zip(frames, features):
-        depth = DepthImage(frame.load_depth(), K) if use_depth and frame.depth else None
+        if predict_depth is not None:
+            depth = DepthImage(predict_depth(frame.load_rgb()), K)
+        else:
+            depth = DepthImage(frame.load_depth(), K) if use_depth and frame.depth else None
         result = vo.process(Features(keypoints, descriptors), depth)
         if np.isfinite(frame.position).all():
             gt_stamps.append(frame.stamp)
@@ -161,16 +166,21 @@ def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool
 def evaluate_vo(sequence_dirs: list[str], extract, out_dir: str, use_depth: bool = False,
                 config: VOConfig | None = None, max_frames: int | None = None,
                 target_percent: float = 2.0, log=print,
-                feature_cache: tuple[str, str] | None = None) -> dict:
+                feature_cache: tuple[str, str] | None = None, predict_depth=None,
+                alignment: str = "auto") -> dict:
+    """`alignment`: auto (Sim(3) for up-to-scale runs, SE(3) for metric ones), sim3 or se3."""
+    if alignment not in ("auto", "sim3", "se3"):
+        raise ValueError(f"alignment must be auto, sim3 or se3, not {alignment!r}")
     rows = []
     for sequence_dir in sequence_dirs:
         run = run_vo_on_sequence(sequence_dir, extract, out_dir, use_depth, config, max_frames,
-                                 log, feature_cache)
+                                 log, feature_cache, predict_depth)
         if run.tracked < 3:
             errors = {"ate_rmse": float("inf"), "ate_percent_of_path": float("inf")}
         else:
+            correct_scale = alignment == "sim3" or (alignment == "auto" and not run.metric)
             errors = trajectory_errors(run.reference_tum, run.estimate_tum,
-                                       correct_scale=not run.metric)
+                                       correct_scale=correct_scale)
         rows.append({**run.__dict__, **errors,
                      "passes": bool(errors["ate_percent_of_path"] <= target_percent)})
     return {"sequences": rows, "target_percent_of_path": target_percent,
