@@ -297,7 +297,6 @@ class MonocularVO:
                     fixed.append(invert(self.map.poses[serial]))
         pose_slot, point_slot = np.array(pose_slot), np.array(point_slot)
         pixels, fixed = np.array(pixels), np.array(fixed)
-        free_slots = pose_slot >= 0
         x0 = []
         for serial in serials[2:]:
             T = invert(self.map.poses[serial])
@@ -456,7 +455,6 @@ class MonocularVO:
             return self._lost(features, depth, f"{int(with_point.sum())} tracked 3-D points")
         point_ids = [kf.points[int(i)] for i in pairs[with_point, 0]]
         object_points = np.array([self.map.positions[p] for p in point_ids])
-        image_points = pb[with_point]
         solved = self._solve_pnp(object_points, pb[with_point])
         if solved is None:
             return self._lost(features, depth, "PnP failed")

@@ -12,7 +12,7 @@ from place_fixtures import write_route
 from dl_perception import models
 from dl_perception.checkpoint import CheckpointError
 from dl_perception.imaging import DecodedImage
-from dl_perception.models.netvlad import NetVLAD, NetVLADLayer
+from dl_perception.models.netvlad import NetVLADLayer
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.netvlad import (HardNegativeMiner, NetVLADTrainConfig,
                                             PlaceTrainingData, init_clusters,

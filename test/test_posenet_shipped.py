@@ -2,7 +2,6 @@
 they relocalise the camera in views of that world rendered afresh on a route never recorded."""
 import os
 
-import numpy as np
 
 from dl_perception.paths import shipped_weights
 

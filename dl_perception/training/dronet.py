@@ -17,7 +17,6 @@ import numpy as np
 import torch
 
 from ..datasets.dronet import DroNetSample, read_dronet_dataset
-from ..imaging import DecodedImage
 from ..models.dronet import DroNet
 from .common import dataset_world_seeds, refuse_evaluation_worlds, seed_everything, split_indices
 

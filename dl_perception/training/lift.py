@@ -25,7 +25,6 @@ Stages, as in the paper, each training one network with the earlier ones fixed:
 """
 from __future__ import annotations
 
-import glob
 import math
 import os
 import time
@@ -37,7 +36,7 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.sequence import read_sequence
-from ..geometry import backproject, invert, project, transform_points
+from ..geometry import invert, project, transform_points
 from ..models.lift import LIFT, image_pyramid, sample_patches, soft_argmax
 from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
 
