@@ -10,7 +10,7 @@ import traceback
 import rclpy
 import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
@@ -23,6 +23,7 @@ from ..paths import resolve_weights
 from ..stats import FrameStats
 from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet
+from .spinning import spin_until_stopped
 
 
 def _device_problem(value) -> str | None:
@@ -237,17 +238,7 @@ def run_nodes(node_factories, args=None, executor_kind: str = "single",
             executor.add_node(node)
             for hosted in getattr(node, "hosted_nodes", []):
                 executor.add_node(hosted)
-        deadline = None if duration is None else time.monotonic() + duration
-        try:
-            while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
-                executor.spin_once(timeout_sec=0.1)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
-        except Exception:
-            # a signal that lands between rclpy.ok() and the wait set shuts the context down
-            # under spin_once, which then fails to build its wait set: that is a clean stop
-            if rclpy.ok():
-                raise
+        spin_until_stopped(executor, duration)
         return 0
     finally:
         for node in nodes:

@@ -10,10 +10,9 @@ are reported at the end. SIGINT/SIGTERM or --duration ends recording; the bag is
 from __future__ import annotations
 
 import sys
-import time
 
 import rclpy
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
@@ -22,6 +21,7 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
 from .. import rosmsg
 from ..bags import BagError, BagWriter
 from .messages import message_class
+from .spinning import spin_until_stopped
 
 DEPTH = 100
 
@@ -105,12 +105,7 @@ def run_record(topics: list[str], out: str, storage: str = "mcap", all_topics: b
         recorder = Recorder(node, writer, topics, all_topics, log)
         executor = SingleThreadedExecutor()
         executor.add_node(node)
-        deadline = None if duration is None else time.monotonic() + duration
-        try:
-            while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
-                executor.spin_once(timeout_sec=0.05)
-        except (KeyboardInterrupt, ExternalShutdownException):
-            pass
+        spin_until_stopped(executor, duration, period=0.05)
     finally:
         writer.close()
         if node is not None:

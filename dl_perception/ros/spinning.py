@@ -1,0 +1,23 @@
+"""The spin loop of every long-running command: until SIGINT/SIGTERM or a deadline."""
+from __future__ import annotations
+
+import time
+
+import rclpy
+from rclpy.executors import ExternalShutdownException
+
+
+def spin_until_stopped(executor, duration: float | None = None, period: float = 0.1) -> None:
+    """Spin `executor` until rclpy's signal handlers shut the context down (SIGINT/SIGTERM) or
+    `duration` seconds have passed."""
+    deadline = None if duration is None else time.monotonic() + duration
+    try:
+        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+            executor.spin_once(timeout_sec=period)
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except Exception:
+        # a signal that lands between rclpy.ok() and the wait set shuts the context down
+        # under spin_once, which then fails to build its wait set: that is a clean stop
+        if rclpy.ok():
+            raise
