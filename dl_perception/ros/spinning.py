@@ -18,6 +18,20 @@ def spin_until_stopped(executor, duration: float | None = None, period: float = 
         pass
     except Exception:
         # a signal that lands between rclpy.ok() and the wait set shuts the context down
-        # under spin_once, which then fails to build its wait set: that is a clean stop
-        if rclpy.ok():
+        # under spin_once, which then fails (to build its wait set, or to take a message:
+        # RuntimeError from the bindings). rclpy shuts down from its signal thread, so ok() may
+        # still be true for a moment: a stop if it turns false soon, a fault otherwise.
+        if not _shuts_down_within(SHUTDOWN_GRACE_S):
             raise
+
+
+SHUTDOWN_GRACE_S = 2.0
+
+
+def _shuts_down_within(seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while rclpy.ok():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.01)
+    return True
