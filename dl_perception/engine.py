@@ -26,11 +26,10 @@ import numpy as np
 import torch
 
 from . import tensor_preprocess
-from .device import select_device
+from .device import REDUCED_PRECISION, select_device
 from .imaging import DecodedImage
 from .models.base import PerceptionModel
 
-REDUCED_PRECISION = {"cpu": torch.bfloat16, "cuda": torch.float16}
 KEYPOINT_MATCH_PX = 1.0
 CALIBRATION_MARGIN = 0.5
 
@@ -55,14 +54,17 @@ class ModelPlan:
     name: str
     precision: str = "fp32"
     channels_last: bool = False
+    execution: dict = dataclasses.field(default_factory=dict)  # the model's execution choices
     deviation: float = 0.0  # of the chosen variant against fp32
     candidates: list = dataclasses.field(default_factory=list)  # every variant measured
 
 
-def output_deviation(reference: dict, candidate: dict) -> tuple[float, str]:
+def output_deviation(reference: dict, candidate: dict,
+                     dense_tolerance: float = EngineOptions.dense_tolerance) -> tuple[float, str]:
     """How far `candidate` outputs are from `reference` (one frame or one batch), and the kind of
-    measure: "keypoints" (share of reference keypoints without a candidate keypoint within 1 px)
-    or "dense": the largest max |difference| / max(1, max |reference|) over the floating outputs,
+    measure: "keypoints": the share of reference keypoints without a candidate keypoint within
+    1 px whose descriptor is within `dense_tolerance` (max |difference|) of theirs;
+    "dense": the largest max |difference| / max(1, max |reference|) over the floating outputs,
     i.e. absolute for outputs within +-1 (probabilities, steering, unit descriptors, quaternions)
     and relative for larger ones (positions, depth in metres)."""
     if "keypoints" in reference:
@@ -71,8 +73,12 @@ def output_deviation(reference: dict, candidate: dict) -> tuple[float, str]:
             return (0.0 if len(got) == 0 else 1.0), "keypoints"
         if len(got) == 0:
             return 1.0, "keypoints"
-        nearest = torch.cdist(ref, got).min(dim=1).values
-        return float((nearest > KEYPOINT_MATCH_PX).float().mean()), "keypoints"
+        nearest, index = torch.cdist(ref, got).min(dim=1)
+        matched = nearest <= KEYPOINT_MATCH_PX
+        if "descriptors" in reference and "descriptors" in candidate:
+            apart = (reference["descriptors"].float() - candidate["descriptors"].float()[index])
+            matched &= apart.abs().amax(dim=1) <= dense_tolerance
+        return float((~matched).float().mean()), "keypoints"
     worst = 0.0
     for key, value in reference.items():
         if not torch.is_floating_point(value) or key not in candidate:
@@ -86,11 +92,12 @@ def output_deviation(reference: dict, candidate: dict) -> tuple[float, str]:
     return worst, "dense"
 
 
-def deviation_over_frames(reference: list[dict], candidate: list[dict]) -> tuple[float, str]:
+def deviation_over_frames(reference: list[dict], candidate: list[dict],
+                          dense_tolerance: float = EngineOptions.dense_tolerance) -> tuple[float, str]:
     """`output_deviation` over many frames: dense outputs stacked first (the scale is their
     range over all frames); keypoints: the mean per frame."""
     if "keypoints" in reference[0]:
-        return float(np.mean([output_deviation(r, c)[0]
+        return float(np.mean([output_deviation(r, c, dense_tolerance)[0]
                               for r, c in zip(reference, candidate)])), "keypoints"
     stacked_ref, stacked_got = {}, {}
     for key, value in reference[0].items():
@@ -241,45 +248,78 @@ class Engine:
             torch.cuda.synchronize(self.device)
 
     def calibrate(self, frames: list[np.ndarray], repeats: int = 3) -> dict[str, ModelPlan]:
-        """Measure each model's variants on `frames` (one batch) and keep the fastest whose
-        outputs stay within tolerance of fp32 NCHW."""
+        """Measure each model's variants on `frames` (one batch), under the threads a worker
+        gets, and keep the fastest whose outputs stay within tolerance of fp32 NCHW: precision x
+        memory format first, then each of the model's execution choices in turn."""
         opts = self.options
         precisions = {"auto": ["fp32", "reduced"], "fp32": ["fp32"], "reduced": ["reduced"]}[opts.precision]
         layouts = {"auto": [False, True], "on": [True], "off": [False]}[opts.channels_last]
         batch = frames[:self.batch_size]
-        for name, model in self.models.items():
-            sample = self._prepare(batch if model.batchable else batch[:1])
-            reference_plan = ModelPlan(name)
-            fp32_s, reference = self._time(name, sample, reference_plan, repeats)
-            best, candidates = None, []
-            for precision in precisions:
-                for channels_last in layouts:
-                    plan = ModelPlan(name, precision, channels_last)
-                    model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
-                    if (precision, channels_last) == ("fp32", False):
-                        seconds, outputs = fp32_s, reference
-                    else:
-                        seconds, outputs = self._time(name, sample, plan, repeats)
-                    deviation, kind = deviation_over_frames(reference, outputs)
-                    # half the tolerance: one calibration batch under-samples the stream
-                    limit = CALIBRATION_MARGIN * (opts.keypoint_tolerance if kind == "keypoints"
-                                                  else opts.dense_tolerance)
-                    row = {"precision": precision if precision == "fp32" else str(self.reduced_dtype).split(".")[-1],
-                           "channels_last": channels_last, "ms_per_frame": seconds * 1e3,
-                           "deviation": deviation, "deviation_kind": kind, "tolerance": limit,
-                           "within_tolerance": deviation <= limit}
-                    candidates.append(row)
-                    if deviation <= limit and (best is None or seconds < best[0]):
-                        best = (seconds, plan, deviation)
-            _, chosen, deviation = best
-            chosen.deviation, chosen.candidates = deviation, candidates
-            model.to(memory_format=torch.channels_last if chosen.channels_last else torch.contiguous_format)
-            self.plans[name] = chosen
+        threads = torch.get_num_threads()
+        if self.device.type == "cpu":
+            torch.set_num_threads(self.threads_per_worker)
+        try:
+            for name, model in self.models.items():
+                self.plans[name] = self._calibrate_model(
+                    name, model, self._prepare(batch if model.batchable else batch[:1]),
+                    precisions, layouts, repeats)
+        finally:
+            torch.set_num_threads(threads)
         if opts.compile:
             for name, model in self.models.items():
                 if model.batchable:
                     self._runners[name] = torch.compile(model, dynamic=False)
         return self.plans
+
+    def _calibrate_model(self, name, model, sample, precisions, layouts, repeats) -> ModelPlan:
+        opts = self.options
+        defaults = model.default_execution()
+        model.set_execution(**defaults)
+        fp32_s, reference = self._time(name, sample, ModelPlan(name), repeats)
+        candidates = []
+
+        def measure(plan: ModelPlan, timed=None):
+            seconds, outputs = timed or self._time(name, sample, plan, repeats)
+            deviation, kind = deviation_over_frames(reference, outputs, opts.dense_tolerance)
+            # half the tolerance: one calibration batch under-samples the stream
+            limit = CALIBRATION_MARGIN * (opts.keypoint_tolerance if kind == "keypoints"
+                                          else opts.dense_tolerance)
+            candidates.append({
+                "precision": plan.precision if plan.precision == "fp32"
+                else str(self.reduced_dtype).split(".")[-1],
+                "channels_last": plan.channels_last, "execution": dict(plan.execution),
+                "ms_per_frame": seconds * 1e3, "deviation": deviation, "deviation_kind": kind,
+                "tolerance": limit, "within_tolerance": deviation <= limit})
+            return seconds, deviation, deviation <= limit
+
+        best = None
+        for precision in precisions:
+            for channels_last in layouts:
+                plan = ModelPlan(name, precision, channels_last, dict(defaults))
+                model.to(memory_format=torch.channels_last if channels_last else torch.contiguous_format)
+                reference_variant = (precision, channels_last) == ("fp32", False)
+                seconds, deviation, ok = measure(plan, (fp32_s, reference) if reference_variant else None)
+                if ok and (best is None or seconds < best[0]):
+                    best = (seconds, plan, deviation)
+        seconds, chosen, deviation = best
+        model.to(memory_format=torch.channels_last if chosen.channels_last else torch.contiguous_format)
+        for choice, values in model.execution_choices().items():
+            for value in values[1:]:
+                plan = dataclasses.replace(chosen, execution={**chosen.execution, choice: value})
+                model.set_execution(**plan.execution)
+                trial_seconds, trial_deviation, ok = measure(plan)
+                if ok and trial_seconds < seconds:
+                    seconds, chosen, deviation = trial_seconds, plan, trial_deviation
+            model.set_execution(**chosen.execution)
+        chosen.deviation, chosen.candidates = deviation, candidates
+        return chosen
+
+    def apply_plan(self, name: str) -> None:
+        """Put a model back in its plan's memory format and execution choices (after something
+        else, such as the benchmark's baseline, ran it in its defaults)."""
+        plan, model = self.plans[name], self.models[name]
+        model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+        model.set_execution(**(plan.execution or model.default_execution()))
 
     def describe(self) -> dict:
         return {"device": str(self.device), "workers": self.workers,

@@ -12,7 +12,8 @@ from dl_perception.bench import synthetic_frames
 from dl_perception.cli import main
 from dl_perception.engine import Engine, EngineOptions, deviation_over_frames, output_deviation
 from dl_perception.imaging import DecodedImage
-from dl_perception.stack_bench import (STACK, compare_outputs, run_engine_at_rate, run_naive)
+from dl_perception.stack_bench import (STACK, compare_outputs, find_peak, run_engine_at_rate,
+                                       run_naive)
 
 SMALL = {"dronet": {}, "netvlad": {"resize_to": [64, 48]}, "posenet": {},
          "depth": {}, "lift": {"scales": [1.0, 2.0], "max_keypoints": 50}}
@@ -108,6 +109,34 @@ def test_calibration_keeps_only_variants_within_tolerance():
     assert any(not c["within_tolerance"] for c in plan.candidates if c["precision"] != "fp32")
 
 
+def test_calibration_measures_execution_choices_and_the_baseline_runs_without_them():
+    stack = {"lift": small_stack()["lift"]}
+    engine = Engine(stack, EngineOptions(device="cpu", precision="fp32", channels_last="off",
+                                         batch_size=1, workers=1))
+    frames = frames_of(1, 160, 120)
+    plan = engine.calibrate(frames, repeats=1)["lift"]
+    measured = [c["execution"] for c in plan.candidates]
+    assert {"patch_batch": 32, "patch_precision": "fp32"} in measured
+    assert any(e["patch_precision"] == "reduced" for e in measured)
+    assert set(plan.execution) == {"patch_batch", "patch_precision"}
+    assert all(c["deviation_kind"] == "keypoints" for c in plan.candidates)
+    engine.models["lift"].set_execution(patch_batch=32, patch_precision="reduced")
+    run_naive(stack, frames, torch.device("cpu"))
+    assert stack["lift"].patch_batch == 0 and stack["lift"].patch_precision == "fp32"
+    engine.apply_plan("lift")
+    assert {"patch_batch": stack["lift"].patch_batch,
+            "patch_precision": stack["lift"].patch_precision} == plan.execution
+
+
+def test_keypoint_deviation_counts_changed_descriptors():
+    reference = {"keypoints": torch.tensor([[0.0, 0.0], [10.0, 10.0]]),
+                 "descriptors": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
+    same_place = {"keypoints": reference["keypoints"].clone(),
+                  "descriptors": torch.tensor([[1.0, 0.0], [0.6, 0.8]])}
+    assert output_deviation(reference, same_place, dense_tolerance=0.02) == (0.5, "keypoints")
+    assert output_deviation(reference, same_place, dense_tolerance=0.7)[0] == 0.0
+
+
 def test_fixed_rate_mode_counts_drops_only_when_overloaded():
     engine = Engine({"dronet": small_stack()["dronet"]},
                     EngineOptions(device="cpu", precision="fp32", channels_last="off",
@@ -119,6 +148,25 @@ def test_fixed_rate_mode_counts_drops_only_when_overloaded():
     flooded = run_engine_at_rate(engine, frames, rate=20000.0, duration=0.5, queue_depth=2)
     assert flooded["dropped"] > 0 and flooded["drop_share"] > 0.05
     assert flooded["processed"] + flooded["dropped"] == flooded["sent"]
+
+
+class SleepingEngine:
+    """Stands in for the engine with a known throughput: 10 ms per frame, one worker, a queue of
+    four frames."""
+    batch_size, workers, models = 4, 1, {"fake": None}
+
+    def _run_chunk(self, frames, names):
+        import time
+        time.sleep(0.01 * len(frames))
+
+
+def test_peak_is_not_above_what_the_engine_sustains():
+    # a queue that absorbs a burst must not let a rate above the throughput pass
+    peak = find_peak(SleepingEngine(), [np.zeros((2, 2, 3), np.uint8)], throughput=100.0,
+                     min_seconds=0.05)
+    assert all(probe["sent"] >= 40 for probe in peak["probes"])  # ten times the queue
+    assert peak["probes"][0]["rate_hz"] == 200.0 and peak["probes"][0]["drop_share"] > 0.05
+    assert peak["peak_hz"] is not None and peak["peak_hz"] <= 120.0
 
 
 def test_bench_command_writes_the_stack_result(tmp_path, capsys):

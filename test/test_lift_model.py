@@ -69,6 +69,12 @@ def test_spatial_transformer_crops_rotates_and_uses_the_pyramid():
     patch = sample_patches(pyramid, centre, torch.tensor([1.0]), torch.tensor([0.0]), 8, 8.0,
                            torch.tensor([1]))
     np.testing.assert_allclose(patch[0, 0].numpy(), image[1, 0, 17:25, 37:45].numpy(), atol=1e-6)
+    # one image: the bilinear path gives what the volume path gives for that image
+    alone = sample_patches(image_pyramid(image[1:], 3), centre, torch.tensor([1.0]),
+                           torch.tensor([0.3]), 8, 8.0)
+    in_volume = sample_patches(pyramid, centre, torch.tensor([1.0]), torch.tensor([0.3]), 8, 8.0,
+                               torch.tensor([1]))
+    np.testing.assert_allclose(alone.numpy(), in_volume.numpy(), atol=1e-6)
     # a quarter turn turns the patch
     turned = sample_patches(pyramid, centre, torch.tensor([1.0]), torch.tensor([math.pi / 2]), 8,
                             8.0, torch.tensor([1]))
@@ -118,6 +124,26 @@ def test_detection_settings_take_effect():
     assert len(many) > 7
     # keypoints are in input-pixel coordinates, away from the border
     assert many[:, 0].min() >= model.config.border - 1 and many[:, 0].max() <= 200 - model.config.border
+
+
+def test_execution_choices_change_speed_not_results():
+    model = models.create("lift").eval()
+    image = _image(160, 200)
+    with torch.inference_mode():
+        reference = model(image)
+        assert len(reference["keypoints"]) > 64  # several patch batches below
+        model.set_execution(patch_batch=32)
+        batched = model(image)
+        model.set_execution(patch_precision="reduced")
+        reduced = model(image)
+    for out in (batched, reduced):  # the detector stays fp32: the same keypoints
+        torch.testing.assert_close(out["keypoints"], reference["keypoints"], rtol=0, atol=0)
+    torch.testing.assert_close(batched["descriptors"], reference["descriptors"], rtol=0, atol=1e-5)
+    assert reduced["descriptors"].dtype == torch.float32
+    assert 0 < (reduced["descriptors"] - reference["descriptors"]).abs().max() < 0.05
+    with pytest.raises(ValueError, match="no execution choice"):
+        model.set_execution(patch_batch=7)
+    assert model.default_execution() == {"patch_batch": 0, "patch_precision": "fp32"}
 
 
 def test_checkpoint_round_trip(tmp_path):

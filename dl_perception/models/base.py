@@ -47,6 +47,23 @@ class PerceptionModel(nn.Module):
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
+    def execution_choices(self) -> dict[str, list]:
+        """Run-time choices that change how, not what, the model computes: attribute name ->
+        candidate values, the first being the default (what eager `forward` does). The engine
+        measures them and keeps the fastest whose outputs stay within tolerance."""
+        return {}
+
+    def default_execution(self) -> dict:
+        return {choice: values[0] for choice, values in self.execution_choices().items()}
+
+    def set_execution(self, **choices) -> None:
+        allowed = self.execution_choices()
+        for name, value in choices.items():
+            if name not in allowed or value not in allowed[name]:
+                raise ValueError(f"{self.name}: no execution choice {name}={value!r} "
+                                 f"(have {allowed})")
+            setattr(self, name, value)
+
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device

@@ -21,6 +21,7 @@ pyramid level downsampled by f yields keypoints of sigma = detector_sigma * f.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass, field
 
@@ -29,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..device import REDUCED_PRECISION
 from ..imaging import DecodedImage, gray_scale_factor, to_gray
 from .. import tensor_preprocess as tp
 from .base import PerceptionModel
@@ -119,6 +121,13 @@ def sample_patches(pyramid: list[torch.Tensor], centers: torch.Tensor, sigmas: t
         factor = 2.0 ** lev
         gx = ((px[picked] + 0.5) / factor) / width * 2 - 1  # align_corners=False normalisation
         gy = ((py[picked] + 0.5) / factor) / height * 2 - 1
+        if batch == 1:  # plain bilinear sampling: half the work of the trilinear path
+            grid = torch.stack([gx, gy], dim=-1).reshape(1, -1, size, 2)  # 1 x n_l*size x size x 2
+            sampled = F.grid_sample(source, grid, mode="bilinear", padding_mode="border",
+                                    align_corners=False)  # 1 x C x n_l*size x size
+            parts.append(sampled[0].reshape(channels, -1, size, size).transpose(0, 1))
+            order.append(picked)
+            continue
         gz = slice_z[picked, None, None].expand_as(gx)
         grid = torch.stack([gx, gy, gz], dim=-1)[None]  # 1 x n_l x size x size x 3
         volume = source.transpose(0, 1)[None]  # 1 x C x B x H x W
@@ -150,7 +159,7 @@ class GHH(nn.Module):
         if shape[1] % group:
             raise ValueError(f"GHH needs a multiple of {group} channels, got {shape[1]}")
         x = x.reshape(shape[0], shape[1] // group, self.num_sum, self.num_max, *shape[2:])
-        x = x.max(dim=3).values
+        x = x.amax(dim=3)  # no indices: ~10x faster than max(dim).values on a CPU
         delta = self.delta.reshape(1, 1, -1, *([1] * (len(shape) - 2)))
         return (x * delta).sum(dim=2)
 
@@ -229,6 +238,20 @@ class SubtractiveNorm(nn.Module):
         local = F.conv2d(mean, self.kernel, padding=self.pad)
         coverage = F.conv2d(torch.ones_like(mean), self.kernel, padding=self.pad)
         return x - local / coverage
+
+
+def box_mean(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Mean over a window x window neighbourhood (stride 1, same size, the part inside the image
+    at the borders), as two 1-D passes: the same numbers as one 2-D pooling at half the cost."""
+    half = window // 2
+    x = F.avg_pool2d(x, (1, window), 1, (0, half), count_include_pad=False)
+    return F.avg_pool2d(x, (window, 1), 1, (half, 0), count_include_pad=False)
+
+
+def box_max(x: torch.Tensor, window: int) -> torch.Tensor:
+    """Maximum over a window x window neighbourhood (stride 1, same size), as two 1-D passes."""
+    half = window // 2
+    return F.max_pool2d(F.max_pool2d(x, (1, window), 1, (0, half)), (window, 1), 1, (half, 0))
 
 
 def l2_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
@@ -318,6 +341,12 @@ class LIFT(PerceptionModel):
         "paper": {},
     }
 
+    # How the patch networks run (engine choices, see execution_choices): patches per pass, 0 =
+    # all at once; "reduced" = bf16 on a CPU / fp16 on CUDA for the orientation and descriptor
+    # networks only, the detector (which decides the keypoints) staying fp32.
+    patch_batch: int = 0
+    patch_precision: str = "fp32"
+
     def __init__(self, config: LIFTConfig):
         super().__init__(config)
         self.detector = Detector(config)
@@ -352,18 +381,30 @@ class LIFT(PerceptionModel):
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
         return self.detector(padded)
 
+    def execution_choices(self) -> dict[str, list]:
+        # on a CPU, 64 patches at a time keep every activation in cache: measured 1.8x faster
+        # than all 500 at once, with the same numbers
+        return {"patch_batch": [0, 256, 64, 32], "patch_precision": ["fp32", "reduced"]}
+
+    def _patch_network_precision(self, device: torch.device):
+        if self.patch_precision == "fp32":
+            return contextlib.nullcontext()
+        return torch.autocast(device.type, dtype=REDUCED_PRECISION.get(device.type, torch.bfloat16))
+
     def orient(self, pyramid, centers, sigmas, image_index=None) -> torch.Tensor:
         """Orientation (radians) of keypoints, from upright patches."""
         zero = torch.zeros_like(sigmas)
         patches = sample_patches(pyramid, centers, sigmas, zero, self.config.patch_size,
                                  self.config.support, image_index)
-        vector = self.orientation(patches)
+        with self._patch_network_precision(patches.device):
+            vector = self.orientation(patches).float()
         return torch.atan2(vector[:, 1], vector[:, 0])
 
     def describe(self, pyramid, centers, sigmas, angles, image_index=None) -> torch.Tensor:
         patches = sample_patches(pyramid, centers, sigmas, angles, self.config.patch_size,
                                  self.config.support, image_index)
-        return self.descriptor(patches)
+        with self._patch_network_precision(patches.device):
+            return self.descriptor(patches).float()
 
     def pyramid_for(self, images: torch.Tensor, max_sigma: float) -> list[torch.Tensor]:
         step = self.config.support * max_sigma / self.config.patch_size
@@ -385,10 +426,8 @@ class LIFT(PerceptionModel):
             score = self.score_map(level)[0, 0]
             # no keypoints where the image is (locally) flat: black, saturated, textureless
             window = max(3, int(round(2 * self.config.detector_sigma)) * 2 + 1)
-            mean = F.avg_pool2d(level, window, 1, window // 2, count_include_pad=False)
-            var = F.avg_pool2d(level * level, window, 1, window // 2,
-                               count_include_pad=False) - mean * mean
-            flat = var[0, 0].clamp(min=0).sqrt() < s.min_contrast
+            mean, mean_sq = box_mean(torch.cat([level, level * level], dim=1), window)[0]
+            flat = (mean_sq - mean * mean).clamp(min=0).sqrt() < s.min_contrast
             score = score.masked_fill(flat, float("-inf"))
             maps.append(score)
             factors.append((width / w, height / h))
@@ -403,9 +442,7 @@ class LIFT(PerceptionModel):
                 if 0 <= other < len(maps):
                     neighbours.append(F.interpolate(maps[other][None, None], size=(h, w),
                                                     mode="bilinear", align_corners=False)[0, 0])
-            stacked = torch.stack(neighbours)[None]
-            local_max = F.max_pool2d(stacked.max(dim=1, keepdim=True).values, 2 * radius + 1,
-                                     1, radius)[0, 0]
+            local_max = box_max(torch.stack(neighbours).amax(dim=0)[None, None], 2 * radius + 1)[0, 0]
             fx, fy = factors[index]
             border_x = max(s.border / fx, self.config.detector_filter / 2)
             border_y = max(s.border / fy, self.config.detector_filter / 2)
@@ -441,8 +478,12 @@ class LIFT(PerceptionModel):
                     "scores": scores,
                     "descriptors": batch.new_zeros((0, self.config.descriptor_dim))}
         pyramid = self.pyramid_for(batch, float(sigmas.max()))
-        angles = self.orient(pyramid, keypoints, sigmas)
-        descriptors = self.describe(pyramid, keypoints, sigmas, angles)
+        angles, descriptors = [], []
+        step = self.patch_batch or len(keypoints)
+        for part in (slice(start, start + step) for start in range(0, len(keypoints), step)):
+            angles.append(self.orient(pyramid, keypoints[part], sigmas[part]))
+            descriptors.append(self.describe(pyramid, keypoints[part], sigmas[part], angles[-1]))
+        angles, descriptors = torch.cat(angles), torch.cat(descriptors)
         return {"keypoints": keypoints, "scales": sigmas, "orientations": angles,
                 "scores": scores, "descriptors": descriptors}
 
