@@ -381,10 +381,12 @@ class LIFT(PerceptionModel):
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
         return self.detector(padded)
 
+    # on a CPU, 32-64 patches at a time keep every activation in cache: measured 1.8x faster
+    # than all 500 at once, with the same numbers
+    EXECUTION_CHOICES = {"patch_batch": [0, 256, 64, 32], "patch_precision": ["fp32", "reduced"]}
+
     def execution_choices(self) -> dict[str, list]:
-        # on a CPU, 64 patches at a time keep every activation in cache: measured 1.8x faster
-        # than all 500 at once, with the same numbers
-        return {"patch_batch": [0, 256, 64, 32], "patch_precision": ["fp32", "reduced"]}
+        return self.EXECUTION_CHOICES
 
     def _patch_network_precision(self, device: torch.device):
         if self.patch_precision == "fp32":

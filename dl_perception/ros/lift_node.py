@@ -12,13 +12,18 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from ..imaging import to_rgb8
-from ..models.lift import DetectionSettings
+from ..models.lift import LIFT, DetectionSettings
 from .messages import image_msg, pointcloud2_msg
 from .node_base import ModelNode, node_main
 from .params import Param
 
 FEATURES_TOPIC = "/dl_perception/features"
 OVERLAY_TOPIC = "/dl_perception/features/overlay"
+
+
+def _patch_batch(value) -> str | None:
+    allowed = LIFT.EXECUTION_CHOICES["patch_batch"]
+    return None if value in allowed else f"must be one of {allowed}, got {value}"
 
 
 def _positive_list(value) -> str | None:
@@ -65,8 +70,9 @@ class LIFTNode(ModelNode):
               "image downsampling factors the detector runs at (keypoint sigma = 2 px x factor)",
               validator=_positive_list),
         Param("patch_batch", 64, "keypoint patches per pass of the orientation and descriptor "
-              "networks, 0 = all at once (GPU); 64 keeps a CPU's caches warm: 1.8x faster, "
-              "same results", low=0, high=100000),
+              "networks (0, 32, 64 or 256), 0 = all at once (GPU); 64 keeps a CPU's caches "
+              "warm: 1.8x faster, same results; hosted by stack_node, its engine chooses",
+              validator=_patch_batch),
         Param("publish_overlay", False, "also publish the frame with keypoints drawn on "
               + OVERLAY_TOPIC),
     ]
@@ -87,7 +93,8 @@ class LIFTNode(ModelNode):
 
     def process(self, image, header) -> None:
         self.model.settings = self.settings()
-        self.model.patch_batch = self.params["patch_batch"]
+        if not self.hosted:  # a stack_node's engine sets the execution choices it measured
+            self.model.set_execution(patch_batch=self.params["patch_batch"])
         out = self.infer(image)
         columns = feature_columns(out)
         self.keypoints_last = len(columns["u"])
