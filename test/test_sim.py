@@ -5,6 +5,7 @@ import math
 import os
 import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -81,6 +82,66 @@ def test_depth_of_a_wall_at_a_known_distance(distance):
         if distance > 10:  # the 8 m wall no longer fills the view: sky, no return
             assert np.isinf(depth[0, 160])
         assert rgb[60:180, 60:260].std() > 5  # textured, not flat
+    finally:
+        sim.close()
+
+
+def test_render_thread_matches_the_direct_renderer_with_two_frames_in_flight():
+    from dl_perception.sim.renderer import RenderingError
+    from dl_perception.sim.simulator import Simulator
+    sim = Simulator(5)
+    try:
+        render = sim.render_thread()
+        expected = []
+        for frame in range(4):
+            rgb, depth = sim.render()  # the direct renderer, on this thread
+            expected.append((rgb.copy(), depth.copy()))
+            render.submit(sim.data)
+            for _ in range(3):  # the data changes while the frame is in flight
+                sim.set_command(2.0, 0.0, 0.0, 1.0)
+                sim.step()
+            if frame:
+                assert render.in_flight == 2
+                got = render.result()
+                assert np.array_equal(got[0], expected[frame - 1][0])
+                assert np.array_equal(got[1], expected[frame - 1][1])
+        render.submit(sim.data)
+        with pytest.raises(RuntimeError, match="both render slots"):
+            render.submit(sim.data)
+        got = render.result()
+        assert np.array_equal(got[1], expected[3][1])
+        render.result()
+        assert not np.array_equal(expected[0][0], expected[3][0])  # the views did change
+        with pytest.raises(RuntimeError, match="no frame in flight"):
+            render.result()
+        render.close()
+        with pytest.raises(RenderingError, match="render thread has stopped"):
+            render.submit(sim.data)
+    finally:
+        sim.close()
+
+
+def test_render_thread_faults_are_errors_not_hangs(monkeypatch):
+    from dl_perception.sim import render_thread
+    from dl_perception.sim.renderer import RenderingError
+    from dl_perception.sim.simulator import Simulator
+    sim = Simulator(5)
+    try:
+        render = sim.render_thread()
+
+        def broken_draw(*_):
+            raise ValueError("GL_OUT_OF_MEMORY")
+        monkeypatch.setattr(render.renderer, "draw", broken_draw)
+        render.submit(sim.data)
+        with pytest.raises(RenderingError, match="rendering a frame failed: GL_OUT_OF_MEMORY"):
+            render.result()
+        monkeypatch.setattr(render.renderer, "draw", lambda *_: time.sleep(1.0))
+        monkeypatch.setattr(render_thread, "FRAME_TIMEOUT_S", 0.1)
+        render.submit(sim.data)
+        with pytest.raises(RenderingError, match="did not finish a frame within"):
+            render.result()
+        with pytest.raises(RenderingError, match="did not finish"):  # hung: stays an error
+            render.submit(sim.data)
     finally:
         sim.close()
 

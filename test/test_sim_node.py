@@ -43,6 +43,10 @@ def test_sim_node_publishes_every_topic_and_obeys_cmd_vel(ros):
         return len(got["rgb"]) >= 20 and len(got["odom"]) >= 60
     try:
         assert spin_until(executor, driving, timeout=30)
+        executor.remove_node(sim)  # stopped: the odometry of the frames received drains
+        last_frame = got["rgb"][-1].header.stamp
+        assert spin_until(executor, lambda: got["odom"][-1].header.stamp == last_frame,
+                          timeout=30)
     finally:
         sim.destroy_node()
     rgb, depth, info = got["rgb"][-1], got["depth"][-1], got["info"][-1]
@@ -63,6 +67,23 @@ def test_sim_node_publishes_every_topic_and_obeys_cmd_vel(ros):
     end = odometry[-1].pose.pose.position
     assert math.hypot(end.x - start.x, end.y - start.y) > 0.3
     assert all(isinstance(c.data, bool) for c in got["collision"])
+    # free run publishes each frame while the next renders: its stamp is still its pose's
+    from dl_perception.sim.simulator import Simulator
+    poses = {(o.header.stamp.sec, o.header.stamp.nanosec): o.pose.pose for o in odometry}
+    check, previous = Simulator(1000), None
+    try:
+        for frame in got["rgb"][len(got["rgb"]) // 2:][:3]:
+            pose = poses[(frame.header.stamp.sec, frame.header.stamp.nanosec)]
+            check.reset((pose.position.x, pose.position.y, pose.position.z,
+                         2 * math.atan2(pose.orientation.z, pose.orientation.w)))
+            expected, _ = check.render()
+            published = image_to_numpy(frame).pixels.astype(int)
+            assert np.abs(published - expected).mean() < 0.5
+            if previous is not None:  # a frame apart differs clearly: the check can fail
+                assert np.abs(published - previous).mean() > 2
+            previous = expected.astype(int)
+    finally:
+        check.close()
 
 
 @pytest.mark.parametrize("override, message", [

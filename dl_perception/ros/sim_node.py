@@ -3,15 +3,23 @@ simulator"). /cmd_vel (body-frame Twist) in; camera RGB + metric depth + camera_
 truth odometry, collision flag and /clock out, all stamped with simulated time, so nodes
 started with use_sim_time follow it.
 
-Each timer tick renders and publishes one camera frame, then advances the physics steps of one
-frame period (`physics_rate_hz / camera_rate_hz`), publishing /clock, odometry and the
-collision flag after each; /cmd_vel is applied from the next tick. With real_time_factor 1
-the timer runs at the camera rate (wall clock); 0 runs as fast as the CPU allows. When a step takes longer than its period the
+Each timer tick submits one camera frame to the render thread (sim/render_thread.py), then
+advances the physics steps of one frame period (`physics_rate_hz / camera_rate_hz`) while it
+rasterises, publishing /clock, odometry and the collision flag after each, and publishes the
+frame; /cmd_vel is applied from the next tick. With real_time_factor 1 the timer runs at the
+camera rate (wall clock); 0 runs as fast as the CPU allows, pipelined: a tick publishes the
+oldest of the two frames in flight and queues a new one, so the renderer always has the next
+frame waiting (stamps stay those of the rendered state; frames reach subscribers two ticks, a
+few milliseconds, later in wall time). When a step takes longer than its period the
 simulated clock simply runs slower than the wall clock (as Gazebo's real-time factor).
 """
 from __future__ import annotations
 
 import math
+import time
+from collections import deque
+
+import numpy as np
 
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
@@ -22,6 +30,7 @@ from sensor_msgs.msg import CameraInfo, Image
 from std_msgs.msg import Bool
 
 from ..sim.expert import ExpertAutopilot
+from ..sim.render_thread import SLOTS
 from ..sim.scene import CameraSpec
 from ..sim.simulator import DroneLimits, Simulator
 from .messages import camera_info_msg, header, image_msg, seconds_to_stamp
@@ -29,6 +38,7 @@ from .node_base import node_main
 from .params import Param, ParameterSet
 
 _LIMITS = DroneLimits()
+FREE_RUN_SLICE_S = 0.01  # real_time_factor 0: wall time between executor visits
 PARAMS = [
     Param("world_seed", 0, "procedural world seed (1000-1099 are evaluation worlds)", low=0,
           high=2**31 - 1, read_only=True),
@@ -83,7 +93,8 @@ class SimNode(Node):
         self.sim = Simulator(p["world_seed"], p["preset"], self.camera, p["world_size"],
                              p["route"], p["route_seed"], p["altitude"], p["physics_rate_hz"],
                              limits)
-        self.sim.renderer  # create the GL context now: a rendering fault stops the start-up
+        # the render thread creates the GL context now: a rendering fault stops the start-up
+        self.render = self.sim.render_thread()
         self.autopilot = ExpertAutopilot(self.sim) if p["autopilot"] else None
         self.frame_every = max(1, int(round(p["physics_rate_hz"] / p["camera_rate_hz"])))
         self.steps = 0
@@ -101,8 +112,10 @@ class SimNode(Node):
         self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
         # messages built once and refilled every frame / step
         frame = header(seconds_to_stamp(0.0), "camera_optical_frame")
-        self._msg_rgb = image_msg(self.sim.renderer.rgb, "rgb8", frame)
-        self._msg_depth = image_msg(self.sim.renderer.depth, "32FC1", header(frame.stamp, frame.frame_id))
+        shape = (self.camera.height, self.camera.width)
+        self._msg_rgb = image_msg(np.zeros((*shape, 3), np.uint8), "rgb8", frame)
+        self._msg_depth = image_msg(np.zeros(shape, np.float32), "32FC1",
+                                    header(frame.stamp, frame.frame_id))
         fx, fy, cx, cy = self.camera.intrinsics
         self._msg_info = camera_info_msg(self.camera.width, self.camera.height, fx, fy, cx, cy,
                                      header(frame.stamp, frame.frame_id))
@@ -112,8 +125,12 @@ class SimNode(Node):
         self._msg_clock = Clock()
         self._msg_collision = Bool()
         rtf = p["real_time_factor"]
-        period = self.frame_every * self.sim.dt / rtf if rtf > 0 else 1e-4
-        self.create_timer(period, self.tick)
+        self.pipelined = rtf == 0  # free run: frames published while later ones render
+        self._stamps_in_flight: deque = deque()  # of the frames submitted, oldest first
+        if rtf > 0:
+            self.create_timer(self.frame_every * self.sim.dt / rtf, self.tick)
+        else:
+            self.create_timer(1e-4, self.free_run)
         self.get_logger().info(
             f"world {p['world_seed']} ({p['preset']}), {self.camera.width}x{self.camera.height} "
             f"camera at {p['camera_rate_hz']:g} Hz, physics {p['physics_rate_hz']:g} Hz, "
@@ -135,12 +152,24 @@ class SimNode(Node):
             self.publish_errors += 1
             self.get_logger().warning(f"publish failed: {error}", throttle_duration_sec=2.0)
 
+    def free_run(self) -> None:
+        """Frames back to back for FREE_RUN_SLICE_S of wall time, then back to the executor
+        (for /cmd_vel, parameter requests): its own cost, about a fifth of a frame's per
+        callback, is paid once per slice."""
+        deadline = time.perf_counter() + FREE_RUN_SLICE_S
+        self.tick()
+        while time.perf_counter() < deadline:
+            self.tick()
+
     def tick(self) -> None:
-        """A camera frame, then the physics steps of one frame period (computed while the GL
-        driver rasterises the frame)."""
+        """A camera frame, then the physics steps of one frame period, computed while the
+        render thread draws it. Pipelined, the oldest frame in flight is published first and
+        this one stays queued behind the one rendering, so the renderer never waits for us."""
         sim = self.sim
-        frame_stamp = seconds_to_stamp(sim.time)
-        sim.renderer.start(sim.data)
+        if self.pipelined and self.render.in_flight == SLOTS:
+            self.publish_camera(self._stamps_in_flight.popleft())
+        self._stamps_in_flight.append(seconds_to_stamp(sim.time))
+        self.render.submit(sim.data)
         for _ in range(self.frame_every):
             if self.autopilot is not None and self.steps % 2 == 0:
                 command = self.autopilot.command()
@@ -150,7 +179,8 @@ class SimNode(Node):
             self.collisions += touched
             self.steps += 1
             self.publish_state(touched)
-        self.publish_camera(frame_stamp)
+        if not self.pipelined:
+            self.publish_camera(self._stamps_in_flight.popleft())
 
     def publish_state(self, touched: bool) -> None:
         """/clock, odometry and the collision flag (messages reused: publish serialises)."""
@@ -170,7 +200,7 @@ class SimNode(Node):
         self._publish(self.collision_pub, self._msg_collision)
 
     def publish_camera(self, stamp) -> None:
-        rgb, depth = self.sim.renderer.finish()
+        rgb, depth = self.render.result()
         for msg, pixels in ((self._msg_rgb, rgb), (self._msg_depth, depth)):
             msg.header.stamp = stamp
             msg.data = pixels.tobytes()

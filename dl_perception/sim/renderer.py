@@ -92,11 +92,8 @@ class Renderer:
             raise RenderingError(f"cannot create the renderer: {error}") from error
         mujoco.mjr_setBuffer(mujoco.mjtFramebuffer.mjFB_OFFSCREEN, self._mjr)
         self._mjr.readDepthMap = mujoco.mjtDepthMap.mjDEPTH_ZEROFAR
-        self._scene = mujoco.MjvScene(model, maxgeom=max(1000, 2 * model.ngeom))
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = True
-        self._scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = fog
+        self._fog = fog
+        self._scene = self.new_scene()
         self._option = mujoco.MjvOption()
         self._camera = mujoco.MjvCamera()
         self._camera.type = mujoco.mjtCamera.mjCAMERA_FIXED
@@ -119,38 +116,51 @@ class Renderer:
         d = -(np.float32(2) * far * near) / (far - near)
         self._c = np.float32(np.float32(-0.5) * c - np.float32(0.5))
         self._d = np.float32(np.float32(-0.5) * d)
-        self._sky = np.empty((height, width), bool)
+
+    def new_scene(self):
+        """A scene (geometry list) to fill with `update_scene` and draw with `draw`; one per
+        frame in flight when a render thread draws while the caller updates the next."""
+        mujoco = self._mujoco
+        scene = mujoco.MjvScene(self.model, maxgeom=max(1000, 2 * self.model.ngeom))
+        scene.flags[mujoco.mjtRndFlag.mjRND_SHADOW] = False
+        scene.flags[mujoco.mjtRndFlag.mjRND_REFLECTION] = False
+        scene.flags[mujoco.mjtRndFlag.mjRND_SKYBOX] = True
+        scene.flags[mujoco.mjtRndFlag.mjRND_FOG] = self._fog
+        return scene
+
+    def update_scene(self, data, scene) -> None:
+        """Copy what the camera sees in `data` into `scene` (CPU only: any thread)."""
+        self._mujoco.mj_camlight(self.model, data)
+        self._mujoco.mjv_updateScene(self.model, data, self._option, None, self._camera,
+                                     self._mujoco.mjtCatBit.mjCAT_ALL, scene)
 
     def render_raw(self, data) -> None:
         """The engine's part alone: scene update, render, read back RGB and depth buffers."""
-        self.start(data)
-        self._mujoco.mjr_readPixels(self._rgb_raw, self._depth_raw, self._rect, self._mjr)
-
-    def start(self, data) -> None:
-        """Take the scene from `data` and submit the render; `finish()` reads it back. The
-        caller may change `data` in between (the GL driver rasterises meanwhile)."""
-        mujoco = self._mujoco
-        self._context.make_current()  # several renderers may share a thread
-        mujoco.mj_camlight(self.model, data)
-        mujoco.mjv_updateScene(self.model, data, self._option, None, self._camera,
-                               mujoco.mjtCatBit.mjCAT_ALL, self._scene)
-        mujoco.mjr_render(self._rect, self._scene, self._mjr)
+        self.update_scene(data, self._scene)
+        self.draw(self._scene, self._rgb_raw, self._depth_raw)
 
     def render(self, data) -> tuple[np.ndarray, np.ndarray]:
         """(rgb HxWx3 uint8, depth HxW float32 metres); the arrays are reused between calls."""
-        self.start(data)
-        return self.finish()
-
-    def finish(self) -> tuple[np.ndarray, np.ndarray]:
-        """Read back the submitted render: (rgb, depth), reused by the next call."""
-        self._mujoco.mjr_readPixels(self._rgb_raw, self._depth_raw, self._rect, self._mjr)
-        np.copyto(self.rgb, self._rgb_raw[::-1])  # GL rows run bottom-up
-        raw = self._depth_raw[::-1]
-        np.add(raw, self._c, out=self.depth)
-        np.divide(self._d, self.depth, out=self.depth)
-        np.greater(self.depth, MAX_RANGE, out=self._sky)  # the skybox lies beyond
-        self.depth[self._sky] = np.inf  # no return (REP-118: +inf)
+        self.render_raw(data)
+        self.convert(self._rgb_raw, self._depth_raw, self.rgb, self.depth)
         return self.rgb, self.depth
+
+    def draw(self, scene, rgb_raw: np.ndarray, depth_raw: np.ndarray) -> None:
+        """Render `scene` and read back the GL buffers (bottom-up rows, depth-buffer values)
+        into `rgb_raw` and `depth_raw`; on the thread that created this renderer, which holds
+        the GL context."""
+        self._context.make_current()  # several renderers may share a thread
+        self._mujoco.mjr_render(self._rect, scene, self._mjr)
+        self._mujoco.mjr_readPixels(rgb_raw, depth_raw, self._rect, self._mjr)
+
+    def convert(self, rgb_raw: np.ndarray, depth_raw: np.ndarray, rgb: np.ndarray,
+                depth: np.ndarray) -> None:
+        """GL buffers from `draw` -> top-down `rgb` and metric `depth` (any thread)."""
+        np.copyto(rgb, rgb_raw[::-1])  # GL rows run bottom-up
+        np.add(depth_raw[::-1], self._c, out=depth)
+        np.divide(self._d, depth, out=depth)
+        sky = depth > MAX_RANGE  # the skybox lies beyond
+        depth[sky] = np.inf  # no return (REP-118: +inf)
 
     def close(self) -> None:
         if getattr(self, "_context", None) is not None:

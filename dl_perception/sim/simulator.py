@@ -51,9 +51,14 @@ class DroneState:
         return np.array([c * v[0] + s * v[1], -s * v[0] + c * v[1], v[2]])
 
 
-def _limit(delta: np.ndarray, maximum: float) -> np.ndarray:
-    norm = float(np.linalg.norm(delta))
-    return delta if norm <= maximum else delta * (maximum / norm)
+def _limit(x: float, y: float, maximum: float) -> tuple[float, float]:
+    """(x, y) scaled down to length `maximum` if longer."""
+    norm = math.sqrt(x * x + y * y)
+    return (x, y) if norm <= maximum else (x * (maximum / norm), y * (maximum / norm))
+
+
+def _clip(value: float, maximum: float) -> float:
+    return min(max(value, -maximum), maximum)
 
 
 class Simulator:
@@ -94,6 +99,7 @@ class Simulator:
         self.drone_body = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_BODY, "drone")
         self.hull_geom = mujoco.mj_name2id(self.model, mujoco.mjtObj.mjOBJ_GEOM, "drone_hull")
         self._renderer = None
+        self._render_thread = None
         self.reset()
 
     # --- state -------------------------------------------------------------------------------
@@ -104,7 +110,7 @@ class Simulator:
         self.distance = 0.0  # flown (m), horizontal and vertical
         self.collisions = 0
         self.in_collision = False
-        self._command = np.zeros(4)
+        self._command = (0.0, 0.0, 0.0, 0.0)
         self._command_time = -math.inf
         self._sync()
         if self._touching():
@@ -113,35 +119,36 @@ class Simulator:
     def set_command(self, forward: float, left: float, up: float, yaw_rate: float) -> None:
         """A body-frame velocity command (geometry_msgs/Twist: linear.x/y/z, angular.z);
         non-finite values are refused."""
-        command = np.array([forward, left, up, yaw_rate], float)
-        if not np.all(np.isfinite(command)):
-            raise ValueError(f"non-finite velocity command {command.tolist()}")
+        command = (float(forward), float(left), float(up), float(yaw_rate))
+        if not all(math.isfinite(value) for value in command):
+            raise ValueError(f"non-finite velocity command {list(command)}")
         self._command = command
         self._command_time = self.time
 
     def step(self) -> bool:
         """Advance one physics step; True when the hull touched something during it."""
+        # plain floats: numpy's per-call cost on 3-vectors would be most of the step
         limits, state, dt = self.limits, self.state, self.dt
-        command = self._command if self.time - self._command_time <= limits.command_timeout \
-            else np.zeros(4)
+        forward, left, up, yaw_rate = self._command \
+            if self.time - self._command_time <= limits.command_timeout else (0.0,) * 4
         c, s = math.cos(state.yaw), math.sin(state.yaw)
-        horizontal = np.array([c * command[0] - s * command[1], s * command[0] + c * command[1]])
-        horizontal = _limit(horizontal, limits.max_speed)
-        climb = float(np.clip(command[2], -limits.max_climb, limits.max_climb))
-        yaw_rate = float(np.clip(command[3], -limits.max_yaw_rate, limits.max_yaw_rate))
-        previous = (state.position.copy(), state.yaw)
-        velocity = state.velocity.copy()
-        velocity[:2] += _limit(horizontal - velocity[:2], limits.max_acceleration * dt)
-        velocity[2] += float(np.clip(climb - velocity[2], -limits.max_vertical_acceleration * dt,
-                                     limits.max_vertical_acceleration * dt))
-        state.yaw_rate += float(np.clip(yaw_rate - state.yaw_rate,
-                                        -limits.max_yaw_acceleration * dt,
-                                        limits.max_yaw_acceleration * dt))
-        state.position = state.position + velocity * dt
-        if state.position[2] > limits.ceiling:
-            state.position[2], velocity[2] = limits.ceiling, 0.0
+        target_x, target_y = _limit(c * forward - s * left, s * forward + c * left,
+                                    limits.max_speed)
+        climb = _clip(up, limits.max_climb)
+        yaw_rate = _clip(yaw_rate, limits.max_yaw_rate)
+        previous = (state.position, state.yaw)
+        x0, y0, z0 = state.position.tolist()
+        vx, vy, vz = state.velocity.tolist()
+        ax, ay = _limit(target_x - vx, target_y - vy, limits.max_acceleration * dt)
+        vx, vy = vx + ax, vy + ay
+        vz += _clip(climb - vz, limits.max_vertical_acceleration * dt)
+        state.yaw_rate += _clip(yaw_rate - state.yaw_rate, limits.max_yaw_acceleration * dt)
+        px, py, pz = x0 + vx * dt, y0 + vy * dt, z0 + vz * dt
+        if pz > limits.ceiling:
+            pz, vz = limits.ceiling, 0.0
+        state.position = np.array((px, py, pz))
         state.yaw = math.remainder(state.yaw + state.yaw_rate * dt, 2 * math.pi)
-        state.velocity = velocity
+        state.velocity = np.array((vx, vy, vz))
         self.time += dt
         self._sync()
         touched = self._touching()
@@ -152,7 +159,7 @@ class Simulator:
             self._sync()
             self.collisions += 1
         else:
-            self.distance += float(np.linalg.norm(state.position - previous[0]))
+            self.distance += math.sqrt((px - x0) ** 2 + (py - y0) ** 2 + (pz - z0) ** 2)
         self.in_collision = touched
         return touched
 
@@ -205,6 +212,14 @@ class Simulator:
                                       fog=self.preset == "dusk")
         return self._renderer
 
+    def render_thread(self):
+        """A RenderThread of the drone's camera (one per simulator, closed with it)."""
+        if self._render_thread is None:
+            from .render_thread import RenderThread
+            self._render_thread = RenderThread(self.model, self.camera.width,
+                                               self.camera.height, fog=self.preset == "dusk")
+        return self._render_thread
+
     def render(self) -> tuple[np.ndarray, np.ndarray]:
         """(rgb, depth) of the current pose; arrays are reused by the next call."""
         return self.renderer.render(self.data)
@@ -213,3 +228,6 @@ class Simulator:
         if self._renderer is not None:
             self._renderer.close()
             self._renderer = None
+        if self._render_thread is not None:
+            self._render_thread.close()
+            self._render_thread = None
