@@ -1,5 +1,6 @@
 """Shared fixtures. ROS traffic of a test run is isolated: a domain id of its own, discovery kept
-on this host, and Fast DDS's large-data transport so 640x480 images cross processes."""
+on this host, and Fast DDS's large-data transports (unfragmented samples up to 4 MB) so
+640x480 images cross processes."""
 import os
 import time
 
@@ -7,10 +8,12 @@ import pytest
 
 os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from dl_perception.paths import REPO_DIR, shared_data_dir  # noqa: E402
+from dl_perception.ros import LARGE_DATA_TRANSPORTS  # noqa: E402
+
+os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", LARGE_DATA_TRANSPORTS)
 
 
 @pytest.fixture(scope="session")

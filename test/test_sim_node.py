@@ -106,6 +106,7 @@ def test_bench_sim_reports_publish_rate_and_ratio():
     assert render["fps"] > 0 and node["fps"] > 0
     assert node["ratio_to_render"] == pytest.approx(node["fps"] / render["fps"], rel=1e-6)
     assert node["received_rgb"] > 0 and node["received_depth"] > 0
+    assert node["subscriber_cpu_ms_per_frame"] >= 0.0
 
 
 def test_sim_command_runs_the_node_and_refuses_bad_parameters():
