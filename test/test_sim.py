@@ -96,7 +96,7 @@ def test_render_thread_matches_the_direct_renderer_with_two_frames_in_flight():
         for frame in range(4):
             rgb, depth = sim.render()  # the direct renderer, on this thread
             expected.append((rgb.copy(), depth.copy()))
-            render.submit(sim.data)
+            render.submit(sim.data, tag=frame)
             for _ in range(3):  # the data changes while the frame is in flight
                 sim.set_command(2.0, 0.0, 0.0, 1.0)
                 sim.step()
@@ -105,6 +105,7 @@ def test_render_thread_matches_the_direct_renderer_with_two_frames_in_flight():
                 got = render.result()
                 assert np.array_equal(got[0], expected[frame - 1][0])
                 assert np.array_equal(got[1], expected[frame - 1][1])
+                assert got[2] == frame - 1  # the tag travels with its frame
         render.submit(sim.data)
         with pytest.raises(RuntimeError, match="both render slots"):
             render.submit(sim.data)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import math
 import time
-from collections import deque
 
 import numpy as np
 
@@ -126,7 +125,6 @@ class SimNode(Node):
         self._msg_collision = Bool()
         rtf = p["real_time_factor"]
         self.pipelined = rtf == 0  # free run: frames published while later ones render
-        self._stamps_in_flight: deque = deque()  # of the frames submitted, oldest first
         if rtf > 0:
             self.create_timer(self.frame_every * self.sim.dt / rtf, self.tick)
         else:
@@ -167,9 +165,8 @@ class SimNode(Node):
         this one stays queued behind the one rendering, so the renderer never waits for us."""
         sim = self.sim
         if self.pipelined and self.render.in_flight == SLOTS:
-            self.publish_camera(self._stamps_in_flight.popleft())
-        self._stamps_in_flight.append(seconds_to_stamp(sim.time))
-        self.render.submit(sim.data)
+            self.publish_camera()
+        self.render.submit(sim.data, seconds_to_stamp(sim.time))
         for _ in range(self.frame_every):
             if self.autopilot is not None and self.steps % 2 == 0:
                 command = self.autopilot.command()
@@ -180,7 +177,7 @@ class SimNode(Node):
             self.steps += 1
             self.publish_state(touched)
         if not self.pipelined:
-            self.publish_camera(self._stamps_in_flight.popleft())
+            self.publish_camera()
 
     def publish_state(self, touched: bool) -> None:
         """/clock, odometry and the collision flag (messages reused: publish serialises)."""
@@ -199,8 +196,9 @@ class SimNode(Node):
         self._publish(self.odom_pub, odometry)
         self._publish(self.collision_pub, self._msg_collision)
 
-    def publish_camera(self, stamp) -> None:
-        rgb, depth = self.render.result()
+    def publish_camera(self) -> None:
+        """The oldest frame in flight, with the stamp of the state it shows."""
+        rgb, depth, stamp = self.render.result()
         for msg, pixels in ((self._msg_rgb, rgb), (self._msg_depth, depth)):
             msg.header.stamp = stamp
             msg.data = pixels.tobytes()

@@ -6,8 +6,9 @@ The thread creates the renderer, so it owns the GL context, and does exactly the
 (render, read back): the render is the bottleneck, so everything else happens on the caller's
 thread. Frames go through two slots, each with its own scene and buffers: `submit(data)` fills
 the next slot's scene from `data` on the caller's thread (a copy: the caller may step `data` at
-once) and queues it; `result()` waits for the oldest submitted frame, converts its buffers and
-returns (rgb, depth), valid until that slot is submitted again. So one frame can rasterise while
+once) and queues it with the caller's `tag` (a stamp, say); `result()` waits for the oldest
+submitted frame, converts its buffers and returns (rgb, depth, tag), the arrays valid until
+that slot is submitted again. So one frame can rasterise while
 the previous one is converted and published."""
 from __future__ import annotations
 
@@ -33,10 +34,11 @@ SWITCH_INTERVAL_S = 1e-5
 
 
 class _Slot:
-    """One frame in flight: its scene, the GL buffers read back, the converted images."""
+    """One frame in flight: its scene and tag, the GL buffers read back, the converted images."""
 
     def __init__(self, scene, width: int, height: int):
         self.scene = scene
+        self.tag = None
         self.rgb_raw = np.empty((height, width, 3), np.uint8)
         self.depth_raw = np.empty((height, width), np.float32)
         self.rgb = np.empty((height, width, 3), np.uint8)
@@ -84,8 +86,9 @@ class RenderThread:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
-    def submit(self, data) -> None:
-        """Queue a frame of `data`'s current state (at most two may be in flight)."""
+    def submit(self, data, tag=None) -> None:
+        """Queue a frame of `data`'s current state, returned by `result()` with `tag` (at most
+        two may be in flight)."""
         if len(self._in_flight) == SLOTS:
             raise RuntimeError("both render slots are in flight: take a result() first")
         if not self._thread.is_alive():
@@ -94,12 +97,13 @@ class RenderThread:
             raise self._hung
         slot = self._slots[self._next]
         self.renderer.update_scene(data, slot.scene)
+        slot.tag = tag
         self._jobs.put(slot)
         self._in_flight.append(self._next)
         self._next = (self._next + 1) % SLOTS
 
-    def result(self) -> tuple[np.ndarray, np.ndarray]:
-        """(rgb HxWx3 uint8, depth HxW float32 metres) of the oldest frame in flight."""
+    def result(self) -> tuple[np.ndarray, np.ndarray, object]:
+        """(rgb HxWx3 uint8, depth HxW float32 metres, tag) of the oldest frame in flight."""
         if self._hung is not None:
             raise self._hung
         if not self._in_flight:
@@ -114,7 +118,7 @@ class RenderThread:
         if outcome is not None:
             raise outcome
         self.renderer.convert(slot.rgb_raw, slot.depth_raw, slot.rgb, slot.depth)
-        return slot.rgb, slot.depth
+        return slot.rgb, slot.depth, slot.tag
 
     def close(self) -> None:
         if self._thread.is_alive():

@@ -116,6 +116,7 @@ class Renderer:
         d = -(np.float32(2) * far * near) / (far - near)
         self._c = np.float32(np.float32(-0.5) * c - np.float32(0.5))
         self._d = np.float32(np.float32(-0.5) * d)
+        self._sky = np.empty((height, width), bool)
 
     def new_scene(self):
         """A scene (geometry list) to fill with `update_scene` and draw with `draw`; one per
@@ -155,12 +156,13 @@ class Renderer:
 
     def convert(self, rgb_raw: np.ndarray, depth_raw: np.ndarray, rgb: np.ndarray,
                 depth: np.ndarray) -> None:
-        """GL buffers from `draw` -> top-down `rgb` and metric `depth` (any thread)."""
+        """GL buffers from `draw` -> top-down `rgb` and metric `depth` (any one thread: it
+        reuses a mask)."""
         np.copyto(rgb, rgb_raw[::-1])  # GL rows run bottom-up
         np.add(depth_raw[::-1], self._c, out=depth)
         np.divide(self._d, depth, out=depth)
-        sky = depth > MAX_RANGE  # the skybox lies beyond
-        depth[sky] = np.inf  # no return (REP-118: +inf)
+        np.greater(depth, MAX_RANGE, out=self._sky)  # the skybox lies beyond
+        depth[self._sky] = np.inf  # no return (REP-118: +inf)
 
     def close(self) -> None:
         if getattr(self, "_context", None) is not None:
