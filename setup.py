@@ -62,6 +62,8 @@ setup(
         "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
         "scipy>=1.9",  # the VO's local bundle adjustment (sparse least squares)
         "faiss-cpu>=1.7",
+        "tqdm>=4.60",  # progress with ETA on long commands
+        "matplotlib>=3.5",  # loss curves and evaluation plots
     ],
     extras_require={
         "ros": ROS_WHEELS,
