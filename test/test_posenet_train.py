@@ -67,6 +67,41 @@ def test_posenet_learns_a_scene(tmp_path):
     assert metrics["median_rotation_error_deg"] < 0.5 * mean_yaw_guess
 
 
+def test_resumed_training_ends_where_an_uninterrupted_run_does(tmp_path):
+    """Killed in epoch 2 of 2 (after its batches, before it was recorded), then resumed: the
+    same weights as a run that was never interrupted, and one history row per epoch."""
+    import csv
+
+    write_sequence(tmp_path / "seq", 16, seed=1)
+    cfg = PoseNetTrainConfig(epochs=2, batch_size=6, val_fraction=0.25)
+
+    def train(out, log, resume=False):
+        return train_posenet([open_posed_images(str(tmp_path / "seq"))], str(tmp_path / out), cfg,
+                             torch.device("cpu"), model_overrides=TINY_MODEL, log=log,
+                             resume=resume)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(line):
+        if line.startswith("epoch 2/2"):
+            raise Killed
+    straight = train("a.safetensors", lambda line: None)
+    with pytest.raises(Killed):
+        train("b.safetensors", kill_in_epoch_2)
+    lines = []
+    resumed = train("b.safetensors", lines.append, resume=True)
+    assert "posenet: resuming after epoch 1" in lines
+    assert [line[:9] for line in lines if line.startswith("epoch")] == ["epoch 2/2"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with open(tmp_path / "b.safetensors.history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(float(row["epoch"])) for row in rows] == [1, 2]
+    assert {"loss", "median_position_error_m", "median_rotation_error_deg"} <= set(rows[0])
+    assert (tmp_path / "b.safetensors.loss.png").stat().st_size > 1000
+
+
 def test_train_refuses_evaluation_worlds_and_mixed_frames(tmp_path):
     write_sequence(tmp_path / "eval_world", 4, seed=1, world_seed=1042)
     out = run("train", "posenet", "--data", str(tmp_path / "eval_world"), "--out",
@@ -93,6 +128,10 @@ def test_cli_train_and_eval_every_layout(tmp_path, capsys):
     out = run("train", "posenet", "--data", str(tmp_path / "seq"), "--out", weights,
               "--epochs", "1", "--batch-size", "8", "--device", "cpu")
     assert "20 used, 4 skipped without a finite pose" in out and "epoch 1/1" in out
+    assert os.path.getsize(weights + ".loss.png") > 1000
+    out = run("train", "posenet", "--data", str(tmp_path / "seq"), "--out", weights,
+              "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--resume")
+    assert "resuming after epoch 1" in out and "epoch 1/1" not in out  # nothing left to train
     out = run("eval", "posenet", "--weights", weights, "--data", str(tmp_path / "seq"),
               "--json", str(tmp_path / "m.json"))
     for key in ("median_position_error_m", "median_rotation_error_deg", "within_0.5m_5deg"):
