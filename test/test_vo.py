@@ -84,6 +84,35 @@ def test_tum_files_round_trip(tmp_path):
         np.linalg.norm(np.diff(expected, axis=0), axis=1).sum())
 
 
+def test_trajectory_plot_shows_the_estimate_aligned_as_the_ate(tmp_path, monkeypatch):
+    """An estimate that is the ground truth rotated, moved and scaled: drawn after the Sim(3)
+    alignment it lies on the ground truth; the PNG is written."""
+    from dl_perception.evaluation import vo as evaluation
+    poses = [pose_matrix([0.5 * i, np.sin(0.3 * i), 0.1 * i], [0, 0, 0, 1]) for i in range(20)]
+    similarity = pose_matrix([3.0, -2.0, 1.0], [0, 0, np.sin(0.4), np.cos(0.4)])
+    scaled = [p.copy() for p in poses]
+    for p in scaled:
+        p[:3, 3] *= 2.5
+    moved = [similarity @ p for p in scaled]
+    write_tum(str(tmp_path / "ref.tum"), [0.1 * i for i in range(20)], poses)
+    write_tum(str(tmp_path / "est.tum"), [0.1 * i for i in range(20)], moved)
+    drawn = {}
+    real_plot = evaluation.plot_trajectory
+
+    def plot(path, reference, estimate, title):
+        drawn.update(reference=reference, estimate=estimate, title=title)
+        real_plot(path, reference, estimate, title)
+    monkeypatch.setattr(evaluation, "plot_trajectory", plot)
+    plot_path = tmp_path / "plot.png"
+    errors = trajectory_errors(str(tmp_path / "ref.tum"), str(tmp_path / "est.tum"),
+                               correct_scale=True, plot_path=str(plot_path))
+    assert errors["ate_rmse"] < 1e-6
+    np.testing.assert_allclose(drawn["estimate"], drawn["reference"], atol=1e-6)
+    np.testing.assert_allclose(drawn["reference"], [p[:3, 3] for p in poses], atol=1e-8)
+    assert "Sim(3)" in drawn["title"]
+    assert cv2.imread(str(plot_path)).shape == (600, 600, 3)
+
+
 def test_body_pose_uses_ros_axes():
     forward = np.eye(4)
     forward[2, 3] = 1.0  # one metre along the optical axis
@@ -286,6 +315,10 @@ def test_eval_vo_command(scene_sequence, tmp_path):
     data = json.loads(out.read_text())
     assert data["all_pass"] and data["depth"] == "recorded"
     assert os.path.isfile(tmp_path / "traj" / "planes.vo.tum")
+    plot = cv2.imread(str(tmp_path / "traj" / "planes.trajectory.png"))
+    assert data["sequences"][0]["trajectory_plot"] == str(tmp_path / "traj" / "planes.trajectory.png")
+    red = (plot[..., 2] > 180) & (plot[..., 1] < 80) & (plot[..., 0] < 80)  # the estimate's line
+    assert red.sum() > 200
     # the cached features give the same run without the extractor
     cached, = (tmp_path / "cache").iterdir()
     assert cached.name.startswith("planes-")
