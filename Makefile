@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_OUT ?= demo_output
 
-.PHONY: venv demo test clean
+.PHONY: venv demo lint test clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,9 @@ $(STAMP): setup.py setup.cfg Makefile
 
 demo: venv
 	$(BIN)/dl-perception demo --out $(DEMO_OUT)
+
+lint: venv
+	$(BIN)/ruff check .
 
 test: venv
 	$(BIN)/python -m pytest -q

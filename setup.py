@@ -53,11 +53,13 @@ setup(
         # CPU wheel on machines without a GPU; see README for CUDA builds.
         "torch==2.13.0",
         "numpy>=1.24",
-        "opencv-python-headless>=4.8",
+        # pinned: their builds change numbers the tests and docs/ report (SIFT keypoints, RANSAC
+        # and PnP, rendered images); the wheel builds of OpenCV 5.1.0 only, MuJoCo 4.0.1 exactly
+        "opencv-python-headless~=5.1.0.95",
         "safetensors>=0.4",
         "h5py>=3.8",
         "PyYAML>=6.0",
-        "mujoco>=3.2",
+        "mujoco==4.0.1",
         "rosbags>=0.10",  # rosbag2 reading and writing (sqlite3, mcap) without rosbag2_py
         "evo>=1.28",  # trajectory metrics (ATE/RPE) of `dl-perception eval vo`
         "scipy>=1.9",  # the VO's local bundle adjustment (sparse least squares)
@@ -67,7 +69,8 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "mcap>=1.1"],  # mcap: an independent reader for written bags
+        "test": ["pytest>=7", "mcap>=1.1",  # mcap: an independent reader for written bags
+                 "ruff~=0.17.5"],  # `make lint`; its rules change between minor versions
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]

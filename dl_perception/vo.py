@@ -62,6 +62,26 @@ class Features:
     keypoints: np.ndarray  # N x 2 pixels
     descriptors: np.ndarray  # N x D
 
+    def __post_init__(self):
+        """Shapes are checked here, before a frame can reach the VO state. Empty arrays of any
+        shape become 0 x 2 and 0 x D: extractors return (0,) on a featureless (e.g. black)
+        frame, depending on the OpenCV build."""
+        keypoints = np.asarray(self.keypoints, dtype=np.float64)
+        descriptors = np.asarray(self.descriptors)
+        if keypoints.size == 0:
+            keypoints = keypoints.reshape(0, 2)
+        if descriptors.size == 0:
+            descriptors = descriptors.reshape(0, descriptors.shape[-1] if descriptors.ndim == 2
+                                              else 0)
+        if keypoints.ndim != 2 or keypoints.shape[1] != 2:
+            raise ValueError(f"keypoints must be N x 2 pixels, got shape {keypoints.shape}")
+        if descriptors.ndim != 2 or len(descriptors) != len(keypoints):
+            raise ValueError(f"descriptors must be N x D for {len(keypoints)} keypoints, got "
+                             f"shape {descriptors.shape}")
+        if not np.isfinite(keypoints).all():
+            raise ValueError("keypoints must be finite")
+        self.keypoints, self.descriptors = keypoints, descriptors
+
 
 @dataclass
 class DepthImage:
@@ -69,6 +89,11 @@ class DepthImage:
 
     depth: np.ndarray
     K: np.ndarray
+
+    def __post_init__(self):
+        if np.ndim(self.depth) != 2 or np.shape(self.K) != (3, 3):
+            raise ValueError(f"depth must be an H x W image with 3 x 3 intrinsics, got shapes "
+                             f"{np.shape(self.depth)} and {np.shape(self.K)}")
 
 
 @dataclass
@@ -110,6 +135,18 @@ class _Map:
     def remove(self, point_id: int) -> None:
         self.positions.pop(point_id, None)
         self.observations.pop(point_id, None)
+
+    def snapshot(self) -> tuple:
+        """What a step may change in place: the containers, each point's observation list and
+        the keyframe pose matrices (the bundle adjustment writes into them)."""
+        return (dict(self.positions), {p: list(obs) for p, obs in self.observations.items()},
+                {k: (pose, pose.copy()) for k, pose in self.poses.items()}, self.next_id)
+
+    def restore(self, snapshot: tuple) -> None:
+        self.positions, self.observations, poses, self.next_id = snapshot
+        for pose, saved in poses.values():
+            pose[:] = saved  # the same matrices, which the keyframes share
+        self.poses = {k: pose for k, (pose, _) in poses.items()}
 
     def forget_before(self, serial: int) -> None:
         """Drop keyframes older than `serial` and the points no longer seen since."""
@@ -422,6 +459,24 @@ class MonocularVO:
 
     # --- the per-frame step -------------------------------------------------------------------
     def process(self, features: Features, depth: DepthImage | None = None) -> VOResult:
+        """One frame. A step that raises leaves the odometry as it was before the frame."""
+        if (self.keyframe is not None and len(features.keypoints)
+                and len(self.keyframe.features.keypoints)
+                and features.descriptors.shape[1] != self.keyframe.features.descriptors.shape[1]):
+            raise ValueError(f"descriptors of length {features.descriptors.shape[1]}, the "
+                             f"keyframe's have {self.keyframe.features.descriptors.shape[1]}")
+        attributes, map_state = dict(self.__dict__), self.map.snapshot()
+        keyframe_maps = (self.keyframe.points, self.keyframe.tracks) if self.keyframe else None
+        try:
+            return self._step(features, depth)
+        except BaseException:
+            self.__dict__.update(attributes)
+            self.map.restore(map_state)
+            if keyframe_maps:
+                self.keyframe.points, self.keyframe.tracks = keyframe_maps
+            raise
+
+    def _step(self, features: Features, depth: DepthImage | None) -> VOResult:
         cfg = self.config
         self.frame_count += 1
         if depth is not None:

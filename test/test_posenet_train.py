@@ -28,6 +28,14 @@ def run(*args, expect=0):
     return result.stdout + result.stderr
 
 
+def run_in_process(capsys, *args, expect=0):
+    """The command without a new interpreter (torch's import is most of a CLI start)."""
+    code = cli.main(list(args))
+    captured = capsys.readouterr()
+    assert code == expect, captured.out + captured.err
+    return captured.out + captured.err
+
+
 def test_pose_metrics():
     truth_p = np.zeros((4, 3))
     truth_q = np.array([yaw_to_quat(0.0)] * 4)
@@ -67,9 +75,44 @@ def test_posenet_learns_a_scene(tmp_path):
     assert metrics["median_rotation_error_deg"] < 0.5 * mean_yaw_guess
 
 
-def test_train_refuses_evaluation_worlds_and_mixed_frames(tmp_path):
+def test_resumed_training_ends_where_an_uninterrupted_run_does(tmp_path):
+    """Killed in epoch 2 of 2 (after its batches, before it was recorded), then resumed: the
+    same weights as a run that was never interrupted, and one history row per epoch."""
+    import csv
+
+    write_sequence(tmp_path / "seq", 16, seed=1)
+    cfg = PoseNetTrainConfig(epochs=2, batch_size=6, val_fraction=0.25)
+
+    def train(out, log, resume=False):
+        return train_posenet([open_posed_images(str(tmp_path / "seq"))], str(tmp_path / out), cfg,
+                             torch.device("cpu"), model_overrides=TINY_MODEL, log=log,
+                             resume=resume)
+
+    class Killed(Exception):
+        pass
+
+    def kill_in_epoch_2(line):
+        if line.startswith("epoch 2/2"):
+            raise Killed
+    straight = train("a.safetensors", lambda line: None)
+    with pytest.raises(Killed):
+        train("b.safetensors", kill_in_epoch_2)
+    lines = []
+    resumed = train("b.safetensors", lines.append, resume=True)
+    assert "posenet: resuming after epoch 1" in lines
+    assert [line[:9] for line in lines if line.startswith("epoch")] == ["epoch 2/2"]
+    for (name, a), b in zip(straight.state_dict().items(), resumed.state_dict().values()):
+        assert torch.equal(a, b), name
+    with open(tmp_path / "b.safetensors.history.csv") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [int(float(row["epoch"])) for row in rows] == [1, 2]
+    assert {"loss", "median_position_error_m", "median_rotation_error_deg"} <= set(rows[0])
+    assert (tmp_path / "b.safetensors.loss.png").stat().st_size > 1000
+
+
+def test_train_refuses_evaluation_worlds_and_mixed_frames(tmp_path, capsys):
     write_sequence(tmp_path / "eval_world", 4, seed=1, world_seed=1042)
-    out = run("train", "posenet", "--data", str(tmp_path / "eval_world"), "--out",
+    out = run_in_process(capsys, "train", "posenet", "--data", str(tmp_path / "eval_world"), "--out",
               str(tmp_path / "w.safetensors"), expect=1)
     assert "evaluation world(s) [1042]" in out
     write_sequence(tmp_path / "a", 4, seed=1)
@@ -80,7 +123,7 @@ def test_train_refuses_evaluation_worlds_and_mixed_frames(tmp_path):
         train_posenet(sources, str(tmp_path / "w.safetensors"), PoseNetTrainConfig(epochs=1),
                       torch.device("cpu"))
     write_sequence(tmp_path / "no_poses", 4, seed=1, nan_every=1)
-    out = run("train", "posenet", "--data", str(tmp_path / "no_poses"), "--out",
+    out = run_in_process(capsys, "train", "posenet", "--data", str(tmp_path / "no_poses"), "--out",
               str(tmp_path / "w.safetensors"), expect=1)
     assert "0 frames with a finite pose" in out
 
@@ -93,8 +136,13 @@ def test_cli_train_and_eval_every_layout(tmp_path, capsys):
     out = run("train", "posenet", "--data", str(tmp_path / "seq"), "--out", weights,
               "--epochs", "1", "--batch-size", "8", "--device", "cpu")
     assert "20 used, 4 skipped without a finite pose" in out and "epoch 1/1" in out
-    out = run("eval", "posenet", "--weights", weights, "--data", str(tmp_path / "seq"),
-              "--json", str(tmp_path / "m.json"))
+    assert os.path.getsize(weights + ".loss.png") > 1000
+    assert cli.main(["train", "posenet", "--data", str(tmp_path / "seq"), "--out", weights,
+                     "--epochs", "1", "--batch-size", "8", "--device", "cpu", "--resume"]) == 0
+    out = capsys.readouterr().out
+    assert "resuming after epoch 1" in out and "epoch 1/1" not in out  # nothing left to train
+    out = run_in_process(capsys, "eval", "posenet", "--weights", weights, "--data",
+                         str(tmp_path / "seq"), "--json", str(tmp_path / "m.json"))
     for key in ("median_position_error_m", "median_rotation_error_deg", "within_0.5m_5deg"):
         assert key in out
     metrics = json.load(open(tmp_path / "m.json"))
@@ -120,19 +168,20 @@ def test_cli_train_and_eval_every_layout(tmp_path, capsys):
 
     write_seven_scenes(str(tmp_path / "7s"), 8, seed=3)
     weights = str(tmp_path / "7s.safetensors")
-    out = run("train", "posenet", "--data", str(tmp_path / "7s"), "--out", weights,
-              "--epochs", "1", "--batch-size", "4", "--learned-weighting", "--aux-heads",
-              "--norm", "l1", "--frame-id", "chess")
+    out = run_in_process(capsys, "train", "posenet", "--data", str(tmp_path / "7s"), "--out",
+                         weights, "--epochs", "1", "--batch-size", "4", "--learned-weighting",
+                         "--aux-heads", "--norm", "l1", "--frame-id", "chess")
     assert "7 used, 1 skipped without a finite pose" in out and "s_x" in out
-    info = json.loads(run("info", weights))
+    info = json.loads(run_in_process(capsys, "info", weights))
     assert info["config"]["learned_weighting"] and info["config"]["aux_heads"]
     assert info["config"]["frame_id"] == "chess"
     assert info["info"]["train_config"]["norm"] == "l1"
-    out = run("eval", "posenet", "--weights", weights, "--data", str(tmp_path / "7s"),
-              "--frame-id", "chess")
+    out = run_in_process(capsys, "eval", "posenet", "--weights", weights, "--data",
+                         str(tmp_path / "7s"), "--frame-id", "chess")
     assert "7scenes, 8 frames, 8 used" in out  # the test split: seq-02
 
     write_cambridge(str(tmp_path / "cam"), 6, seed=4)
-    out = run("eval", "posenet", "--weights", weights, "--data", str(tmp_path / "cam"))
+    out = run_in_process(capsys, "eval", "posenet", "--weights", weights, "--data",
+                         str(tmp_path / "cam"))
     assert "warning" in out and "trained in 'chess'" in out  # another scene frame
     assert "cambridge, 6 frames, 6 used" in out

@@ -3,7 +3,6 @@ ahead means collision, open space does not."""
 import os
 
 import numpy as np
-import pytest
 
 from dl_perception.paths import shipped_weights
 
@@ -19,8 +18,11 @@ def test_shipped_dronet_weights_were_trained_in_training_worlds():
     assert seeds and not set(seeds) & set(EVALUATION_WORLD_SEEDS)
 
 
-@pytest.mark.parametrize("yaw, expect_collision", [(0.0, True), (np.pi, False)])
-def test_shipped_dronet_sees_a_wall_ahead(yaw, expect_collision):
+def test_shipped_dronet_sees_a_wall_ahead():
+    """Over nine poses each (lateral offsets -1, 0, 1 m by yaw offsets -0.2, 0, 0.2 rad), the
+    median collision probability is above 0.5 with the wall 1.2 m ahead and below it facing open
+    space, and the two medians lie well apart. One frame alone moves by 0.2 between Mesa and
+    OpenCV builds (0.30 here, 0.51 on one Debian 12 machine, facing open space)."""
     import torch
 
     from dl_perception import models
@@ -29,13 +31,20 @@ def test_shipped_dronet_sees_a_wall_ahead(yaw, expect_collision):
     from test_sim import wall_world
 
     model = models.load(shipped_weights("dronet"), expected="dronet").eval()
+    offsets = [(y, yaw) for y in (-1.0, 0.0, 1.0) for yaw in (-0.2, 0.0, 0.2)]
     sim = Simulator(3, world=wall_world())
+    probabilities = {}
     try:
-        sim.reset((10.0 - 1.2 if yaw == 0.0 else 0.0, 0.0, 1.5, yaw))  # 1.2 m from the wall
-        rgb, _ = sim.render()
+        for view, x, heading in (("wall", 10.0 - 1.2, 0.0), ("open", 0.0, np.pi)):
+            frames = []
+            for y, yaw in offsets:
+                sim.reset((x, y, 1.5, heading + yaw))
+                frames.append(sim.render()[0].copy())  # the renderer reuses its buffer
+            with torch.inference_mode():
+                batch = torch.cat([model.preprocess(DecodedImage(rgb, "rgb8")) for rgb in frames])
+                probabilities[view] = model(batch)["collision_probability"].flatten().numpy()
     finally:
         sim.close()
-    with torch.inference_mode():
-        probability = float(model(model.preprocess(DecodedImage(rgb, "rgb8")))
-                            ["collision_probability"][0])
-    assert (probability > 0.5) == expect_collision, probability
+    wall, open_view = np.median(probabilities["wall"]), np.median(probabilities["open"])
+    assert wall > 0.5 > open_view, probabilities
+    assert wall - open_view > 0.3, probabilities

@@ -12,7 +12,7 @@ import pytest
 
 from dl_perception.evaluation.vo import evaluate_vo, trajectory_errors, write_tum
 from dl_perception.geometry import pose_matrix
-from dl_perception.vo import Features, MonocularVO, body_pose
+from dl_perception.vo import DepthImage, Features, MonocularVO, body_pose
 
 sys.path.insert(0, os.path.dirname(__file__))
 from scenes import PlanesScene  # noqa: E402
@@ -82,6 +82,35 @@ def test_tum_files_round_trip(tmp_path):
     assert same["ate_rmse"] < 1e-6
     assert same["path_length_m"] == pytest.approx(
         np.linalg.norm(np.diff(expected, axis=0), axis=1).sum())
+
+
+def test_trajectory_plot_shows_the_estimate_aligned_as_the_ate(tmp_path, monkeypatch):
+    """An estimate that is the ground truth rotated, moved and scaled: drawn after the Sim(3)
+    alignment it lies on the ground truth; the PNG is written."""
+    from dl_perception.evaluation import vo as evaluation
+    poses = [pose_matrix([0.5 * i, np.sin(0.3 * i), 0.1 * i], [0, 0, 0, 1]) for i in range(20)]
+    similarity = pose_matrix([3.0, -2.0, 1.0], [0, 0, np.sin(0.4), np.cos(0.4)])
+    scaled = [p.copy() for p in poses]
+    for p in scaled:
+        p[:3, 3] *= 2.5
+    moved = [similarity @ p for p in scaled]
+    write_tum(str(tmp_path / "ref.tum"), [0.1 * i for i in range(20)], poses)
+    write_tum(str(tmp_path / "est.tum"), [0.1 * i for i in range(20)], moved)
+    drawn = {}
+    real_plot = evaluation.plot_trajectory
+
+    def plot(path, reference, estimate, title):
+        drawn.update(reference=reference, estimate=estimate, title=title)
+        real_plot(path, reference, estimate, title)
+    monkeypatch.setattr(evaluation, "plot_trajectory", plot)
+    plot_path = tmp_path / "plot.png"
+    errors = trajectory_errors(str(tmp_path / "ref.tum"), str(tmp_path / "est.tum"),
+                               correct_scale=True, plot_path=str(plot_path))
+    assert errors["ate_rmse"] < 1e-6
+    np.testing.assert_allclose(drawn["estimate"], drawn["reference"], atol=1e-6)
+    np.testing.assert_allclose(drawn["reference"], [p[:3, 3] for p in poses], atol=1e-8)
+    assert "Sim(3)" in drawn["title"]
+    assert cv2.imread(str(plot_path)).shape == (600, 600, 3)
 
 
 def test_body_pose_uses_ros_axes():
@@ -183,6 +212,97 @@ def test_lost_tracking_publishes_no_wild_pose():
     assert all(r.status == "initialising" for r in results[1:])
 
 
+def test_features_shapes_are_checked_and_empty_ones_normalised():
+    black = np.zeros((120, 160, 3), np.uint8)
+    keypoints, descriptors = _sift()(black)  # shape (0,) with some OpenCV builds, (0, 2) others
+    empty = Features(keypoints, descriptors)
+    assert empty.keypoints.shape == (0, 2) and empty.descriptors.shape == (0, 128)
+    assert Features(np.array([]), np.array([])).descriptors.shape == (0, 0)
+    with pytest.raises(ValueError, match="N x 2"):
+        Features(np.zeros((5, 3)), np.zeros((5, 128)))
+    with pytest.raises(ValueError, match="descriptors"):
+        Features(np.zeros((5, 2)), np.zeros((4, 128)))
+    with pytest.raises(ValueError, match="descriptors"):
+        Features(np.zeros((5, 2)), np.zeros(5))
+    with pytest.raises(ValueError, match="finite"):
+        Features(np.full((5, 2), np.nan), np.zeros((5, 128)))
+
+
+def _vo_state(vo):
+    """Everything a step may change, as plain comparable values."""
+    keyframe = vo.keyframe
+    return (vo.pose.tolist(), vo.frame_count, vo.lost_frames, vo.losses, vo.keyframes,
+            vo.reinitialisations, vo.recent_steps, vo.velocity.tolist(), vo.metric,
+            vo.unit_baseline, keyframe.serial if keyframe else None,
+            sorted(keyframe.points.items()) if keyframe else None,
+            {k: p.tolist() for k, p in vo.map.positions.items()},
+            {k: [(s, list(px)) for s, px in obs] for k, obs in vo.map.observations.items()},
+            {k: p.tolist() for k, p in vo.map.poses.items()}, vo.map.next_id)
+
+
+@pytest.fixture(scope="module")
+def scene_features(scene_sequence):
+    """SIFT features of the scene's first frames (once for this module)."""
+    from dl_perception.datasets.sequence import read_sequence
+    sequence = read_sequence(scene_sequence)
+    extract = _sift()
+    return sequence, [Features(*extract(frame.load_rgb())) for frame in sequence.frames[:15]]
+
+
+def test_a_step_that_fails_leaves_the_previous_state(scene_features, monkeypatch):
+    """A step that raises (here the bundle adjustment, after the new keyframe was added to the
+    map) leaves the odometry as before the frame: the same frame again, and the run from there,
+    give exactly what a run without the failure gives."""
+    sequence, features = scene_features
+    reference = MonocularVO(sequence.camera.K)
+    expected = [reference.process(f) for f in features]
+    # the third and fourth keyframes: a map to lose and a bundle adjustment that runs
+    failing_steps = [i for i, r in enumerate(expected) if r.status == "keyframe"][2:4]
+    assert len(failing_steps) == 2
+    vo = MonocularVO(sequence.camera.K)
+    real_bundle_adjust = vo._bundle_adjust
+
+    def failing_bundle_adjust():
+        real_bundle_adjust()
+        raise RuntimeError("injected")
+    got = []
+    for index, f in enumerate(features):
+        if index in failing_steps:
+            before = _vo_state(vo)
+            monkeypatch.setattr(vo, "_bundle_adjust", failing_bundle_adjust)
+            with pytest.raises(RuntimeError, match="injected"):
+                vo.process(f)
+            assert _vo_state(vo) == before
+            monkeypatch.setattr(vo, "_bundle_adjust", real_bundle_adjust)
+        got.append(vo.process(f))
+    assert [r.status for r in got] == [r.status for r in expected]
+    for a, b in zip(got, expected):
+        assert (a.pose is None) == (b.pose is None)
+        if a.pose is not None:
+            np.testing.assert_array_equal(a.pose, b.pose)
+
+
+def test_black_frames_with_depth_lose_track_and_reinitialise(scene_features, scene_sequence):
+    """Featureless frames (as SIFT gives them on black images) with depth: lost, no pose, then a
+    re-initialisation on an empty keyframe, and tracking again on the next real frame."""
+    from dl_perception.datasets.sequence import read_sequence
+    sequence, features = scene_features
+    depths = [DepthImage(frame.load_depth(), sequence.camera.K)
+              for frame in read_sequence(scene_sequence).frames[:15]]
+    vo = MonocularVO(sequence.camera.K)
+    for f, depth in zip(features[:10], depths):
+        assert vo.process(f, depth).pose is not None
+    pose = vo.pose.copy()
+    black = Features(*_sift()(np.zeros((240, 320, 3), np.uint8)))
+    statuses = [vo.process(black, depths[10]).status for _ in range(2)]
+    assert statuses == ["lost", "lost"]
+    np.testing.assert_array_equal(vo.pose, pose)
+    assert vo.process(black, depths[10]).status == "reinitialised"
+    assert vo.keyframe.features.keypoints.shape == (0, 2)
+    again = [vo.process(f, d) for f, d in zip(features[11:14], depths[11:14])]
+    assert again[0].status == "initialising" and again[-1].pose is not None
+
+
 def test_eval_vo_command(scene_sequence, tmp_path):
     out = tmp_path / "vo.json"
     result = subprocess.run(
@@ -195,6 +315,10 @@ def test_eval_vo_command(scene_sequence, tmp_path):
     data = json.loads(out.read_text())
     assert data["all_pass"] and data["depth"] == "recorded"
     assert os.path.isfile(tmp_path / "traj" / "planes.vo.tum")
+    plot = cv2.imread(str(tmp_path / "traj" / "planes.trajectory.png"))
+    assert data["sequences"][0]["trajectory_plot"] == str(tmp_path / "traj" / "planes.trajectory.png")
+    red = (plot[..., 2] > 180) & (plot[..., 1] < 80) & (plot[..., 0] < 80)  # the estimate's line
+    assert red.sum() > 200
     # the cached features give the same run without the extractor
     cached, = (tmp_path / "cache").iterdir()
     assert cached.name.startswith("planes-")

@@ -112,7 +112,7 @@ def eval_vo(args) -> int:
                          feature_cache=cache, predict_depth=predict_depth,
                          alignment=args.align)
     print(format_vo_report(result))
-    print(f"trajectories (TUM format) in {args.out}")
+    print(f"trajectories (TUM format) and plots (<sequence>.trajectory.png) in {args.out}")
     write_json(args.json, {"features": name, "depth": args.depth, **result})
     return 0
 

@@ -37,7 +37,7 @@ def train(args) -> int:
     cfg = PoseNetTrainConfig(**{**inherited, **overrides})
     model = train_posenet(_sources(args, args.data, "train"), args.out, cfg, device_of(args),
                           val_sources=_sources(args, args.val_data, "train") if args.val_data
-                          else None, init_weights=args.init)
+                          else None, init_weights=args.init, resume=args.resume)
     print(f"wrote {args.out}: epoch {model.checkpoint_info['epoch']}, validation "
           f"{model.checkpoint_info.get('validation')}")
     return 0
@@ -102,6 +102,9 @@ def register(verbs) -> None:
     t.add_argument("--init", help="continue (resume or fine-tune) from this checkpoint: its scene "
                                   "normalisation, preset and loss settings are kept; the "
                                   "learning rate schedule starts afresh from --learning-rate")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a killed run from OUT.resume.pt (same arguments); every epoch "
+                        "also goes to OUT.history.csv and OUT.loss.png")
     t.add_argument("--preset", choices=("cpu", "paper"))
     t.add_argument("--aux-heads", action="store_true", default=None,
                    help="the paper's two auxiliary pose regressors (weight 0.3)")

@@ -42,7 +42,8 @@ def evaluate_posenet(weights: str, sources, device: torch.device, log=print) -> 
             log(f"warning: {source.path} gives poses in frame '{source.frame_id}', the model was "
                 f"trained in '{model.config.frame_id}'")
     data = PoseData(model, sources, log)
-    positions, quaternions = predict(model, data, np.arange(len(data)), device)
+    positions, quaternions = predict(model, data, np.arange(len(data)), device,
+                                     show_progress=True)
     metrics = pose_metrics(positions, quaternions, data.positions, data.quaternions)
     metrics["skipped_no_pose"] = data.skipped_no_pose
     return metrics

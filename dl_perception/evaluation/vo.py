@@ -1,7 +1,8 @@
 """`dl-perception eval vo`: run the visual odometry over recorded sequences (docs/datasets.md),
 write TUM-format trajectories and score them with evo (Grupp, https://github.com/MichaelGrupp/evo):
 ATE (absolute trajectory error, translation, after Umeyama alignment: Sim(3) for up-to-scale
-runs, SE(3) for metric ones) and RPE (relative pose error over `rpe_delta` frames).
+runs, SE(3) for metric ones) and RPE (relative pose error over `rpe_delta` frames), and plot
+each estimate, aligned as the ATE aligns it, over the ground truth (top view, metres).
 """
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import numpy as np
 
 from ..datasets.sequence import read_sequence
 from ..geometry import matrix_to_quat
+from ..progress import progress
 from ..vo import DepthImage, Features, MonocularVO, VOConfig
 
 
@@ -49,9 +51,11 @@ def write_tum(path: str, stamps, poses) -> None:
 
 
 def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool,
-                      rpe_delta: int = 10, max_time_difference: float = 0.01) -> dict:
+                      rpe_delta: int = 10, max_time_difference: float = 0.01,
+                      plot_path: str | None = None) -> dict:
     """evo's APE (translation, aligned) and RPE (translation and rotation over `rpe_delta`
-    frames) of a TUM estimate against a TUM reference, associated by timestamp."""
+    frames) of a TUM estimate against a TUM reference, associated by timestamp; with
+    `plot_path`, the reference and the APE's aligned estimate drawn there."""
     with _evo_environment():
         from evo import main_ape, main_rpe
         from evo.core import metrics, sync
@@ -64,7 +68,8 @@ def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool
         positions = reference.positions_xyz
         path_length = float(np.linalg.norm(np.diff(positions, axis=0), axis=1).sum())
         # evo's metrics may crop or align the trajectories they are given: each gets copies
-        ape = main_ape.ape(copy.deepcopy(reference), copy.deepcopy(estimate),
+        aligned = copy.deepcopy(estimate)  # the APE aligns it in place
+        ape = main_ape.ape(copy.deepcopy(reference), aligned,
                            metrics.PoseRelation.translation_part, align=True,
                            correct_scale=correct_scale)
         kwargs = dict(delta=min(rpe_delta, max(1, reference.num_poses // 2)),
@@ -74,6 +79,11 @@ def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool
                              metrics.PoseRelation.translation_part, **kwargs)
         rpe_r = main_rpe.rpe(copy.deepcopy(reference), copy.deepcopy(estimate),
                              metrics.PoseRelation.rotation_angle_deg, **kwargs)
+        alignment = "Sim(3)" if correct_scale else "SE(3)"
+        if plot_path:
+            plot_trajectory(plot_path, reference.positions_xyz, aligned.positions_xyz,
+                            f"{os.path.basename(estimate_tum)}: ATE {ape.stats['rmse']:.3f} m "
+                            f"after {alignment} alignment")
         return {"poses": int(reference.num_poses), "path_length_m": path_length,
                 "ate_rmse": float(ape.stats["rmse"]), "ate_mean": float(ape.stats["mean"]),
                 "ate_max": float(ape.stats["max"]),
@@ -82,7 +92,27 @@ def trajectory_errors(reference_tum: str, estimate_tum: str, correct_scale: bool
                 "rpe_translation_rmse": float(rpe_t.stats["rmse"]),
                 "rpe_rotation_rmse_deg": float(rpe_r.stats["rmse"]),
                 "alignment_scale": _scale_of(ape.np_arrays.get("alignment_transformation_sim3")),
-                "alignment": "Sim(3)" if correct_scale else "SE(3)"}
+                "alignment": alignment}
+
+
+def plot_trajectory(path: str, reference: np.ndarray, estimate: np.ndarray, title: str) -> None:
+    """Top view (x, y of the sequence's world frame, z up) of the ground truth and the aligned
+    estimate, equal metric axes."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6, 6))
+    axis = figure.subplots()
+    axis.plot(reference[:, 0], reference[:, 1], color="0.3", label="ground truth")
+    axis.plot(estimate[:, 0], estimate[:, 1], color="tab:red", label="VO estimate (aligned)")
+    axis.plot(*reference[0, :2], "o", color="0.3", label="start")
+    axis.set_aspect("equal", adjustable="datalim")
+    axis.set_xlabel("x (m)")
+    axis.set_ylabel("y (m)")
+    axis.set_title(title, fontsize=9)
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=100)
 
 
 def _scale_of(transform) -> float:
@@ -113,7 +143,8 @@ def sequence_features(frames, extract, cache_file: str | None = None) -> list:
             if int(cached["frames"]) >= len(frames):
                 return [(cached[f"keypoints{i}"], cached[f"descriptors{i}"])
                         for i in range(len(frames))]
-    features = [extract(frame.load_rgb()) for frame in frames]
+    features = [extract(frame.load_rgb())
+                for frame in progress(frames, desc="features", unit="frame")]
     if cache_file:
         os.makedirs(os.path.dirname(os.path.abspath(cache_file)), exist_ok=True)
         arrays = {"frames": np.array(len(frames))}
@@ -141,7 +172,8 @@ def run_vo_on_sequence(sequence_dir: str, extract, out_dir: str, use_depth: bool
                   if feature_cache else None)
     features = sequence_features(frames, extract, cache_file)
     stamps, poses, gt_stamps, gt_poses = [], [], [], []
-    for frame, (keypoints, descriptors) in zip(frames, features):
+    for frame, (keypoints, descriptors) in progress(zip(frames, features), total=len(frames),
+                                                    desc=f"VO {name}", unit="frame"):
         if predict_depth is not None:
             depth = DepthImage(predict_depth(frame.load_rgb()), K)
         else:
@@ -179,8 +211,10 @@ def evaluate_vo(sequence_dirs: list[str], extract, out_dir: str, use_depth: bool
             errors = {"ate_rmse": float("inf"), "ate_percent_of_path": float("inf")}
         else:
             correct_scale = alignment == "sim3" or (alignment == "auto" and not run.metric)
-            errors = trajectory_errors(run.reference_tum, run.estimate_tum,
-                                       correct_scale=correct_scale)
+            plot = os.path.join(out_dir, f"{run.name}.trajectory.png")
+            errors = {**trajectory_errors(run.reference_tum, run.estimate_tum,
+                                          correct_scale=correct_scale, plot_path=plot),
+                      "trajectory_plot": plot}
         rows.append({**run.__dict__, **errors,
                      "passes": bool(errors["ate_percent_of_path"] <= target_percent)})
     return {"sequences": rows, "target_percent_of_path": target_percent,

@@ -15,6 +15,9 @@ Augmentation as the paper: random crops of the resized image while training, the
 test time. Optimisation departs from the paper's (SGD at 1e-5 fine-tuning Places weights): no
 pretrained weights exist here, so the network trains from scratch with Adam and a cosine learning
 rate decay.
+
+Every epoch is recorded by `TrainingRun` (`<out>.history.csv`, `<out>.loss.png`, and
+`<out>.resume.pt`, from which `resume=True` / `--resume` continues a killed run).
 """
 from __future__ import annotations
 
@@ -30,7 +33,9 @@ import torch
 from ..datasets.poses import PosedImages
 from ..geometry import canonical_quaternion
 from ..models.posenet import PoseNet, normalize_quaternion
+from ..progress import progress
 from .common import TrainingDataError, seed_everything, split_indices
+from .run import TrainingRun
 
 AUX_LOSS_WEIGHT = 0.3  # GoogLeNet's and PoseNet's weight of each auxiliary head
 
@@ -108,7 +113,9 @@ class PoseData:
             skipped = len(source.records) - len(valid)
             self.skipped_no_pose += skipped
             before = sum(source.drops.values())
-            for index, rgb in source.images(valid):
+            for index, rgb in progress(source.images(valid), total=len(valid),
+                                       desc=f"reading {os.path.basename(source.path)}",
+                                       unit="img"):
                 record = source.records[index]
                 self.images.append(model.resize(rgb))
                 positions.append(record.position)
@@ -158,12 +165,13 @@ def pixel_statistics(images: list[np.ndarray], sample: int = 500) -> tuple[np.nd
 
 # --- training ---------------------------------------------------------------------------------
 def predict(model: PoseNet, data: PoseData, indices: np.ndarray, device: torch.device,
-            batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+            batch_size: int = 64, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Positions and unit quaternions of the centre crops."""
     model.eval()
     positions, quaternions = [], []
     with torch.inference_mode():
-        for start in range(0, len(indices), batch_size):
+        for start in progress(range(0, len(indices), batch_size), desc="posenet", unit="batch",
+                              enabled=show_progress):
             images, _, _ = data.batch(indices[start:start + batch_size], model.config.crop, None)
             out = model(images.to(device))
             positions.append(out["position"].double().cpu().numpy())
@@ -203,7 +211,7 @@ def describe_scene(paths: list[str]) -> str:
 def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainConfig,
                   device: torch.device, val_sources: list[PosedImages] | None = None,
                   init_weights: str | None = None, model_overrides: dict | None = None,
-                  log=print) -> PoseNet:
+                  log=print, resume: bool = False) -> PoseNet:
     from ..evaluation.posenet import pose_metrics
 
     seed_everything(cfg.seed)
@@ -244,16 +252,21 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda step: 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * step / total_steps)))
     rng = np.random.default_rng(cfg.seed)
+    run = TrainingRun(out_path, resume=resume)
+    first_epoch = run.restore(model, optimizer, scheduler, rng)
+    if first_epoch:
+        log(f"posenet: resuming after epoch {first_epoch}")
     paths = [s.path for s in sources]
     info = {"trained_on": paths, "scene": describe_scene(paths), "train_config": asdict(cfg),
             "frames": len(train_idx), "skipped_no_pose": data.skipped_no_pose}
     if init_weights:  # keep the history of a resumed or fine-tuned model reproducible
         info["initialised_from"] = {"path": init_weights, "info": model.checkpoint_info}
-    for epoch in range(cfg.epochs):
+    for epoch in range(first_epoch, cfg.epochs):
         model.train()
         started, losses = time.time(), []
         order = rng.permutation(train_idx)
-        for start in range(0, len(order), cfg.batch_size):
+        for start in progress(range(0, len(order), cfg.batch_size),
+                              desc=f"epoch {epoch + 1}/{cfg.epochs}", unit="batch"):
             batch_idx = order[start:start + cfg.batch_size]
             if len(batch_idx) < 2 and model.config.normalization == "batchnorm":
                 continue  # batch norm cannot train on one sample
@@ -271,14 +284,19 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
             positions, quaternions = predict(model, val_data, val_idx, device)
             metrics = pose_metrics(positions, quaternions, val_data.positions[val_idx],
                                    val_data.quaternions[val_idx])
-        extra = ""
+        extra, recorded = "", {"loss": np.mean(losses) if losses else math.nan}
         if cfg.learned_weighting:
             s_x, s_q = model.log_variances.detach().cpu().tolist()
             extra = f" s_x {s_x:.2f} s_q {s_q:.2f}"
-        log(f"epoch {epoch + 1}/{cfg.epochs} loss {np.mean(losses) if losses else float('nan'):.4f}"
+            recorded.update(s_x=s_x, s_q=s_q)
+        log(f"epoch {epoch + 1}/{cfg.epochs} loss {recorded['loss']:.4f}"
             + (f" validation {metrics['median_position_error_m']:.3f} m "
                f"{metrics['median_rotation_error_deg']:.2f} deg" if metrics else "")
             + extra + f" ({time.time() - started:.0f} s)")
         # written every epoch, so an interrupted run keeps its latest model
         model.save(out_path, info={**info, "epoch": epoch + 1, "validation": metrics})
+        recorded.update({k: v for k, v in metrics.items()
+                         if k in ("median_position_error_m", "median_rotation_error_deg",
+                                  "within_0.5m_5deg")})
+        run.end_epoch(epoch + 1, recorded, model, optimizer, scheduler, rng)
     return PoseNet.from_checkpoint(out_path)
