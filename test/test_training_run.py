@@ -26,6 +26,8 @@ def _train(out, epochs, resume=False, stop_after=None):
         run.end_epoch(epoch + 1, {"loss": loss.item()}, model, optimizer, scheduler, rng)
         if stop_after == epoch + 1:
             break
+    else:
+        run.finish()
     return model, run
 
 

@@ -299,4 +299,5 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
                          if k in ("median_position_error_m", "median_rotation_error_deg",
                                   "within_0.5m_5deg")})
         run.end_epoch(epoch + 1, recorded, model, optimizer, scheduler, rng)
+    run.finish()
     return PoseNet.from_checkpoint(out_path)
