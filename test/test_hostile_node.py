@@ -107,3 +107,38 @@ def test_a_huge_png_on_compressed_transport_is_dropped_from_its_header(ros):
     msg = CompressedImage(header=camera.header(), format="png", data=data)
     assert _dropped(executor, camera, node, msg, "too_large")
     assert node.stats.processed == 0
+
+
+def test_control_node_treats_out_of_range_outputs_as_missing(ros):
+    from geometry_msgs.msg import Twist
+    from dl_perception.ros.dronet_control_node import DroNetControlNode
+    control = DroNetControlNode(parameter_overrides=[
+        Parameter("rate_hz", value=50.0), Parameter("alpha_velocity", value=1.0),
+        Parameter("max_forward_velocity", value=1.0), Parameter("input_timeout", value=0.3),
+        Parameter("enabled_at_start", value=True)])
+    probe = rclpy.create_node("dronet_outputs")
+    steering = probe.create_publisher(Float32, "/dl_perception/dronet/steering_angle", 10)
+    collision = probe.create_publisher(Float32, "/dl_perception/dronet/collision_probability", 10)
+    commands = []
+    probe.create_subscription(Twist, "/cmd_vel", commands.append, 100)
+    executor = SingleThreadedExecutor()
+    executor.add_node(control)
+    executor.add_node(probe)
+
+    def perceive(s, p):
+        def publish():
+            steering.publish(Float32(data=s))
+            collision.publish(Float32(data=p))
+            return False
+        spin_until(executor, publish, timeout=0.5)
+    perceive(0.0, -0.5)  # clamped to 0 before: full speed
+    perceive(30.0, 0.1)
+    assert commands and all(c.linear.x == 0.0 and c.angular.z == 0.0 for c in commands)
+    assert control.controller.invalid_inputs >= 2
+    perceive(0.2, 0.1)
+    assert commands[-1].linear.x > 0.85
+    moving = len(commands)
+    perceive(0.0, 1.7)  # invalid: the last valid output holds, then times out
+    assert any(c.linear.x > 0.85 for c in commands[moving:moving + 5])
+    assert commands[-1].linear.x == 0.0 and commands[-1].angular.z == 0.0
+    assert control.last_command.reason == "stop: stale input"
