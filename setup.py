@@ -67,7 +67,8 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "mcap>=1.1"],  # mcap: an independent reader for written bags
+        # mcap: an independent reader for written bags; hypothesis: the fuzz suite (test_fuzz.py)
+        "test": ["pytest>=7", "mcap>=1.1", "hypothesis>=6"],
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]

@@ -83,6 +83,17 @@ def _dtype(base: str, bigendian: bool) -> np.dtype:
     return np.dtype((">" if bigendian else "<") + base)
 
 
+def _field(msg, name: str, kind=None):
+    """A message field, `kind`-converted; a message without it (a bag's own definition of the
+    type, a foreign object) is unusable, not a crash."""
+    try:
+        value = getattr(msg, name)
+        return kind(value) if kind is not None else value
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ImageDecodeError("corrupt", f"message has no usable '{name}' field "
+                                          f"({type(error).__name__})") from None
+
+
 def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
     if width * height > max_pixels:
         raise ImageDecodeError("too_large", f"frame is {width}x{height} = {width * height} "
@@ -91,21 +102,21 @@ def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
 
 def image_to_numpy(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode a sensor_msgs/Image. Raises ImageDecodeError for anything unusable."""
-    encoding = msg.encoding
+    encoding = _field(msg, "encoding", str)
     if encoding not in ENCODINGS:
         raise ImageDecodeError(
             "encoding", f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    height, width, step = (_field(msg, name, int) for name in ("height", "width", "step"))
     if height <= 0 or width <= 0:
         raise ImageDecodeError("empty", f"image has zero size ({width}x{height})")
     _check_pixel_count(width, height, max_pixels)
     base, channels = ENCODINGS[encoding]
-    dtype = _dtype(base, bool(msg.is_bigendian))
+    dtype = _dtype(base, _field(msg, "is_bigendian", bool))
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
             "size", f"step {step} is smaller than width*pixel size {row_bytes} ({encoding})")
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    buffer = np.frombuffer(_field(msg, "data"), dtype=np.uint8)
     if buffer.size < step * height:
         raise ImageDecodeError(
             "size", f"data has {buffer.size} bytes, step*height needs {step * height}")
@@ -251,24 +262,25 @@ def compressed_to_numpy(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
     The data must be what `format` declares (either, when it is empty); the frame size is read
     from the header and checked against `max_pixels` before decoding; a JPEG the decoder warns
     about is corrupt, whatever it would have made of it."""
-    fmt = (msg.format or "").lower()
-    if "compresseddepth" in fmt:
-        raise ImageDecodeError("encoding", f"compressedDepth images are not supported ('{msg.format}')")
-    data = bytes(msg.data) if not isinstance(msg.data, bytes) else msg.data
+    declared_text = _field(msg, "format", lambda value: str(value or ""))
+    if "compresseddepth" in declared_text.lower():
+        raise ImageDecodeError("encoding", f"compressedDepth images are not supported "
+                                           f"('{declared_text}')")
+    data = _field(msg, "data", bytes)
     if len(data) == 0:
         raise ImageDecodeError("empty", "compressed image has no data")
-    declared, found = declared_format(msg.format), _sniffed_format(data)
+    declared, found = declared_format(declared_text), _sniffed_format(data)
     if declared not in (None, "jpeg", "png"):
-        raise ImageDecodeError("format", f"unsupported compressed format '{msg.format}' "
+        raise ImageDecodeError("format", f"unsupported compressed format '{declared_text}' "
                                          "(jpeg or png)")
     if found not in ("jpeg", "png"):
         if found is not None:
             raise ImageDecodeError("format", f"data is {found}, format says "
-                                             f"'{msg.format or 'jpeg or png'}'")
+                                             f"'{declared_text or 'jpeg or png'}'")
         raise ImageDecodeError("corrupt", f"data is not {declared or 'JPEG or PNG'} "
-                                          f"(format '{msg.format}')")
+                                          f"(format '{declared_text}')")
     if declared is not None and found != declared:
-        raise ImageDecodeError("format", f"data is {found}, format says '{msg.format}'")
+        raise ImageDecodeError("format", f"data is {found}, format says '{declared_text}'")
     size = jpeg_frame_size(data) if found == "jpeg" else png_frame_size(data)
     if size is None:
         raise ImageDecodeError("corrupt", f"{found} data has no readable frame header")
@@ -289,7 +301,7 @@ def compressed_to_numpy(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedIma
     if warnings:
         raise ImageDecodeError("corrupt", f"{found} data is damaged: {warnings[0]}")
     if pixels is None or pixels.size == 0:
-        raise ImageDecodeError("corrupt", f"cannot decode compressed image (format '{msg.format}')")
+        raise ImageDecodeError("corrupt", f"cannot decode {found} data")
     channels = 1 if pixels.ndim == 2 else pixels.shape[2]
     if pixels.dtype not in (np.uint8, np.uint16) or channels not in (1, 3, 4):
         raise ImageDecodeError("format", f"{found} holds {channels}-channel {pixels.dtype} "

@@ -186,6 +186,7 @@ class BagReader:
         opening_problems = [metadata_problem] if metadata_problem else []
         self.fault: BagReadError | None = None  # damage found while opening (scan mode)
         self._scanned: dict[int, tuple[str, str]] | None = None  # scan mode: channel -> topic
+        self._scan_problems: list[str] = []
         self._reader = None
         target = self.path if self.path.is_file() or self.metadata else self.files[0]
         if target is not self.path and len(self.files) > 1:
@@ -213,7 +214,7 @@ class BagReader:
         self.storage_connections = connections
         distro = distro or self._distro()
         self.typestore, typestore_problems = build_typestore(connections, distro)
-        self.problems = opening_problems + typestore_problems
+        self.problems = opening_problems + self._scan_problems + typestore_problems
         self.distro = distro
         self.topics = self._topics(connections)
         self.problems += self._metadata_disagreements()
@@ -310,9 +311,14 @@ class BagReader:
         for channel in channels.values():
             schema = schemas.get(channel.schema_id)
             kind = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
-            msgdef = MessageDefinition(kind.get(schema.encoding, MessageDefinitionFormat.NONE),
-                                       schema.data.decode()) if schema else \
-                MessageDefinition(MessageDefinitionFormat.NONE, "")
+            try:
+                msgdef = MessageDefinition(kind.get(schema.encoding, MessageDefinitionFormat.NONE),
+                                           schema.data.decode()) if schema else \
+                    MessageDefinition(MessageDefinitionFormat.NONE, "")
+            except UnicodeDecodeError:
+                self._scan_problems.append(f"the definition of {schema.name} for "
+                                           f"{channel.topic} is not text; using the built-in one")
+                msgdef = MessageDefinition(MessageDefinitionFormat.NONE, "")
             qos = parse_qos(channel.metadata.get("offered_qos_profiles", "") or [])
             connections.append(Connection(
                 channel.id, channel.topic, schema.name if schema else "", msgdef,

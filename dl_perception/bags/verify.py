@@ -28,7 +28,8 @@ class Verification:
         return not self.problems
 
 
-def _verify_mcap(file, result: Verification) -> dict[str, int]:
+def _verify_mcap(file, result: Verification) -> dict[str, int] | None:
+    """Messages per topic in the records, None when a damaged record stopped the scan."""
     counts: dict[str, int] = {}
     channels: dict[int, str] = {}
     records = 0
@@ -43,19 +44,20 @@ def _verify_mcap(file, result: Verification) -> dict[str, int]:
     except mcap_scan.McapFault as fault:
         result.problems.append(f"{file.name}: {fault.problem} at byte {fault.offset} "
                                f"(after {records} sound records)")
+        counts = None
     result.checked.append(f"{file.name}: {records} records, chunk CRCs")
     if problem := mcap_scan.summary_damage(str(file)):
         result.problems.append(f"{file.name}: {problem}")
     else:
         result.checked.append(f"{file.name}: footer and summary CRC")
         summary = mcap_scan.summary_counts(str(file))
-        if summary is not None and summary != counts:
+        if counts is not None and summary is not None and summary != counts:
             result.problems.append(f"{file.name}: the summary counts {summary} messages per "
                                    f"topic, the records hold {counts}")
     return counts
 
 
-def _verify_sqlite(file, result: Verification) -> dict[str, int]:
+def _verify_sqlite(file, result: Verification) -> dict[str, int] | None:
     if truncation := _sqlite_truncation(file):
         result.problems.append(f"{file.name}: cut short: {truncation}")
     try:
@@ -72,7 +74,7 @@ def _verify_sqlite(file, result: Verification) -> dict[str, int]:
                 pass
     except sqlite3.Error as error:
         result.problems.append(f"{file.name}: SQLite: {error}")
-        return {}
+        return None
     if rows != ["ok"]:
         result.problems.append(f"{file.name}: SQLite integrity check: {'; '.join(rows)}")
     result.checked.append(f"{file.name}: SQLite integrity check, every row read")
@@ -80,17 +82,19 @@ def _verify_sqlite(file, result: Verification) -> dict[str, int]:
 
 
 def verify_bag(reader: BagReader) -> Verification:
+    """Every record of every storage file checked (what opening the bag found is in
+    reader.problems and reader.fault; these checks cover it)."""
     result = Verification()
-    counts: dict[str, int] = {}
+    counts: dict[str, int] | None = {}
     for file in reader.files:
         found = _verify_mcap(file, result) if file.suffix == ".mcap" else \
             _verify_sqlite(file, result)
+        if found is None or counts is None:
+            counts = None  # a scan stopped by damage: its counts say nothing more
+            continue
         for topic, count in found.items():
             counts[topic] = counts.get(topic, 0) + count
-    result.problems += [f"opening: {problem}" for problem in reader.problems]
-    if reader.fault is not None:
-        result.problems.append(f"opening: {reader.fault}")
-    if reader.metadata:
+    if reader.metadata and counts is not None:
         declared = {}
         for entry in reader.metadata.get("topics_with_message_count") or []:
             try:

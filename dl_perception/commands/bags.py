@@ -79,8 +79,9 @@ def bag_info(args) -> int:
     print(f"{'Verified:':<19}{'; '.join(verification.checked)}")
     for problem in verification.problems:
         print(f"damage: {problem}")
+    count = len(verification.problems)
     print("verify: OK" if verification.ok else
-          f"verify: FAILED ({len(verification.problems)} problems)")
+          f"verify: FAILED ({count} problem{'s' if count != 1 else ''})")
     return 0 if verification.ok else 1
 
 
