@@ -74,8 +74,10 @@ def save_checkpoint(path: str, checkpoint: Checkpoint) -> None:
 def read_metadata(path: str) -> dict:
     """The file's metadata strings; raises CheckpointError unless it is a dl_perception
     checkpoint naming its model."""
-    if not os.path.isfile(path):
+    if not os.path.exists(path):
         raise CheckpointError(f"weights file not found: {path}")
+    if not os.path.isfile(path):
+        raise CheckpointError(f"weights path {path} is not a file")
     try:
         with safe_open(path, framework="pt") as handle:
             metadata = handle.metadata() or {}

@@ -209,3 +209,12 @@ def test_debug_shows_the_traceback(tmp_path, capsys):
     result = _cli(capsys, "info", path, debug=True)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "error: " in result.stderr
+
+
+def test_a_directory_or_empty_file_as_weights_is_named(tmp_path):
+    with pytest.raises(CheckpointError, match="is not a file"):
+        models.load(str(tmp_path))
+    empty = tmp_path / "empty.safetensors"
+    empty.write_bytes(b"")
+    with pytest.raises(CheckpointError, match="not a readable safetensors"):
+        models.load(str(empty))
