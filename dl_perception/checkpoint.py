@@ -14,6 +14,7 @@ import dataclasses
 import json
 import math
 import os
+import types
 import typing
 from dataclasses import dataclass, field
 
@@ -218,6 +219,21 @@ def _check_value(name: str, value, expected: str, depth: int, element_kinds: set
             raise CheckpointError(f"config field '{name}' = {value} is outside [{low}, {high}]")
 
 
+_TYPE_KINDS = {int: "int", float: "float", str: "str", bool: "bool", list: "list",
+               tuple: "list", dict: "dict", type(None): "NoneType"}
+
+
+def _annotated_kinds(hint) -> set[str]:
+    """The value kinds a field's annotation allows (int, list[int], Optional[str], X | None, ...);
+    empty when the annotation says nothing we check (the default's kind is used then)."""
+    origin = typing.get_origin(hint)
+    if origin is typing.Union or origin is types.UnionType:
+        kinds = [_annotated_kinds(arg) for arg in typing.get_args(hint)]
+        return set().union(*kinds) if all(kinds) else set()
+    kind = _TYPE_KINDS.get(origin or hint)
+    return {kind} if kind else set()
+
+
 def _leaf_kinds(value) -> set[str]:
     if isinstance(value, (list, tuple)):
         kinds: set[str] = set()
@@ -245,14 +261,19 @@ def checked_config(config_class: type, values: dict, bounds: dict[str, tuple],
     hints = typing.get_type_hints(config_class)
     defaults = config_class()
     for name, value in values.items():
-        kind = _kind(getattr(defaults, name))
-        annotated = typing.get_origin(hints[name]) or hints[name]
-        if annotated in (int, float, str, bool, list):
-            kind = annotated.__name__
+        allowed = _annotated_kinds(hints[name]) or {_kind(getattr(defaults, name))}
+        kind = _kind(value)
+        if kind == "int" and "float" in allowed and "int" not in allowed:
+            kind = "float"  # JSON writes 2.0 as 2.0, but a hand-made 2 means the same
+        if kind not in allowed:
+            raise CheckpointError(f"config field '{name}' must be {' or '.join(sorted(allowed))}"
+                                  f", got {kind} {json.dumps(value)[:60]}")
         samples = [getattr(defaults, name)] + [e[name] for e in examples if name in e]
-        depth = max(_depth(s) for s in samples)
-        element_kinds = set().union(*(_leaf_kinds(s) for s in samples)) if kind == "list" \
-            else set()
+        lists = [s for s in samples if isinstance(s, (list, tuple))]
+        # a list field whose defaults hold no list (Optional[list] = None) takes flat lists
+        depth = max((_depth(s) for s in lists), default=1)
+        element_kinds = set().union(*(_leaf_kinds(s) for s in lists)) or \
+            {"int", "float", "str", "bool"}
         _check_value(name, value, kind, depth, element_kinds, bounds.get(name),
-                     empty_ok=any(isinstance(s, (list, tuple)) and not s for s in samples))
+                     empty_ok=not lists or any(not s for s in lists))
     return config_class(**values)

@@ -218,3 +218,28 @@ def test_a_directory_or_empty_file_as_weights_is_named(tmp_path):
     empty.write_bytes(b"")
     with pytest.raises(CheckpointError, match="not a readable safetensors"):
         models.load(str(empty))
+
+
+def test_the_schema_follows_annotations_a_network_engineer_may_add():
+    from dataclasses import dataclass, field
+    from typing import Optional
+
+    from dl_perception.checkpoint import checked_config
+
+    @dataclass
+    class Config:
+        backbone: Optional[str] = None
+        extra_scales: list = field(default_factory=list)
+        widths: list[int] = field(default_factory=lambda: [8, 16])
+        gain: float | None = None
+        name: str = "x"
+
+    assert checked_config(Config, {"backbone": "vgg16", "extra_scales": [0.5, 2],
+                                   "widths": [4], "gain": 2}, {}).gain == 2
+    assert checked_config(Config, {"backbone": None, "extra_scales": []}, {}).backbone is None
+    for values, message in [({"backbone": 3}, "backbone.*NoneType or str"),
+                            ({"gain": "high"}, "gain"), ({"widths": [[4]]}, "widths"),
+                            ({"extra_scales": [[1]]}, "extra_scales"),
+                            ({"name": None}, "name"), ({"gain": float("nan")}, "gain")]:
+        with pytest.raises(CheckpointError, match=message):
+            checked_config(Config, values, {})
