@@ -69,8 +69,9 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "mcap>=1.1",  # mcap: an independent reader for written bags
-                 "ruff~=0.17.5"],  # `make lint`; its rules change between minor versions
+        # mcap: an independent reader for written bags; hypothesis: the fuzz suite (test_fuzz.py);
+        # ruff: `make lint` (its rules change between minor versions)
+        "test": ["pytest>=7", "mcap>=1.1", "hypothesis>=6", "ruff~=0.17.5"],
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import rosmsg
-from ..imaging import ImageDecodeError, decode
+from ..imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
 from ..processors import PROCESSOR_MODULES, FrameProcessor, node_parameters, processor_class
 from ..stats import FrameStats
 from .reader import BagError, BagReader, BagReadError, MessageDecodeError
@@ -147,6 +147,8 @@ def process_bag(bag: str, config: str, out: str, *, nodes: list[str] | None = No
                 _run(reader, writer, runs, by_topic, copies, result, progress, note)
         finally:
             result.elapsed_s = time.perf_counter() - started  # closing the bag included
+        if result.fault is None:
+            result.fault = reader.fault  # damage found on opening that reading did not meet
     return result
 
 
@@ -193,9 +195,15 @@ def _process_frame(reader: BagReader, message, runs: list[NodeRun], writer: BagW
                    note) -> None:
     for run in runs:
         run.stats.frame_received()
+    max_pixels = min(int(run.processor.params.get("max_pixels", DEFAULT_MAX_PIXELS))
+                     for run in runs)
     try:
         msg = reader.deserialize(message)
-        image = decode(msg)
+        stamp = msg.header.stamp
+        if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+            raise ImageDecodeError("invalid_stamp", f"invalid stamp {stamp.sec} s "
+                                                    f"{stamp.nanosec} ns")
+        image = decode(msg, max_pixels)
     except (MessageDecodeError, ImageDecodeError) as error:
         reason = getattr(error, "reason", "corrupt")
         for run in runs:

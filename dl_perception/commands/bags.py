@@ -43,6 +43,8 @@ def print_process_result(result) -> None:
 
 
 def process(args) -> int:
+    from collections import Counter
+
     from ..bags.process import process_bag
     result = process_bag(args.bag, args.config, args.out,
                          nodes=args.nodes.split(",") if args.nodes else None,
@@ -54,6 +56,14 @@ def process(args) -> int:
         print(f"error: {result.fault}; the {result.frames} frames before it are in {args.out}",
               file=sys.stderr)
         return 1
+    if not any(run.stats.processed for run in result.runs):
+        drops = Counter()
+        for run in result.runs:
+            drops.update(run.stats.drops)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in drops.most_common())
+        print(f"error: nothing processed: {result.frames} frames read from {args.bag}"
+              + (f", every one dropped ({reasons})" if reasons else ""), file=sys.stderr)
+        return 1
     return 0
 
 
@@ -62,6 +72,27 @@ def bag_info(args) -> int:
     from ..bags.info import describe
     with BagReader(args.bag) as reader:
         print(describe(reader))
+        if not args.verify:
+            return 0
+        from ..bags.verify import verify_bag
+        verification = verify_bag(reader)
+    print(f"{'Verified:':<19}{'; '.join(verification.checked)}")
+    for problem in verification.problems:
+        print(f"damage: {problem}")
+    count = len(verification.problems)
+    print("verify: OK" if verification.ok else
+          f"verify: FAILED ({count} problem{'s' if count != 1 else ''})")
+    return 0 if verification.ok else 1
+
+
+def bag_reindex(args) -> int:
+    from ..bags.reindex import reindex
+    result = reindex(args.bag)
+    if result.kept_damaged is not None:
+        print(f"repaired {result.storage_file.name}: {result.messages} messages readable before "
+              f"the damage (the damaged original is kept as {result.kept_damaged.name})")
+    print(f"wrote {args.bag}/metadata.yaml: {result.messages} messages in "
+          f"{result.storage_file.name}")
     return 0
 
 
@@ -169,7 +200,14 @@ def register(verbs) -> None:
         dest="target", required=True, metavar="TARGET")
     p = bag.add_parser("info", help="topics, types, counts and duration (as `ros2 bag info`)")
     p.add_argument("bag")
+    p.add_argument("--verify", action="store_true",
+                   help="also read and check every record (MCAP: chunk and summary CRCs; "
+                        "sqlite3: integrity check); exit status 1 when damaged")
     p.set_defaults(func=bag_info)
+    p = bag.add_parser("reindex", help="rebuild metadata.yaml (and repair a cut-short MCAP) of "
+                                       "a bag whose recorder was killed")
+    p.add_argument("bag", help="bag directory")
+    p.set_defaults(func=bag_reindex)
     p = bag.add_parser("from-images", help="a folder of frames -> a bag of sensor_msgs/Image")
     p.add_argument("folder", help="folder of images (png, jpg, ...) or of a TUM sequence")
     p.add_argument("--out", required=True, help="bag directory to create")

@@ -332,6 +332,15 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"patch_size": (8, 256), "support": (1.0, 100.0), "detector_filter": (1, 101),
+                     "ghh_sum": (1, 16), "ghh_max": (1, 16), "detector_sigma": (0.1, 100.0),
+                     "detector_search": (1, 512), "softargmax_strength": (0.0, 1e4),
+                     "orientation_channels": (1, 1024), "orientation_hidden": (1, 4096),
+                     "descriptor_channels": (1, 1024), "descriptor_dim": (1, 4096),
+                     "scales": (1 / 64, 64.0), "max_keypoints": (1, 100_000),
+                     "score_threshold": (-1e6, 1e6), "nms_radius": (0, 64),
+                     "min_contrast": (0.0, 1.0), "border": (0, 1024)}
     batchable = False
     presets = {
         # CPU default: smaller detector kernel and descriptor/orientation widths, four octaves

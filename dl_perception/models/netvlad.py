@@ -178,6 +178,11 @@ class NetVLADLayer(nn.Module):
 class NetVLAD(PerceptionModel):
     name = "netvlad"
     Config = NetVLADConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"eigen_channels": (1, 2048), "light_channels": (1, 2048),
+                     "resize_to": (16, 4096), "input_mean": (-10.0, 10.0),
+                     "input_std": (1e-6, 1e3), "num_clusters": (1, 1024), "pca_dim": (0, 65536),
+                     "whitening_epsilon": (0.0, 1.0)}
     presets = {
         "cpu": {},
         "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096,

@@ -18,7 +18,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from .. import models, rosmsg
 from ..checkpoint import CheckpointError
 from ..device import describe, select_device
-from ..imaging import DecodedImage, ImageDecodeError, decode
+from ..imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 from ..paths import resolve_weights
 from ..stats import FrameStats
 from .messages import message_class, stamp_to_seconds
@@ -48,6 +48,11 @@ def common_params() -> list[Param]:
               read_only=True),
         Param("max_frame_age", 0.5, "drop frames whose stamp is older than this (s); 0 disables",
               low=0.0, high=3600.0),
+        Param("max_future", 1.0, "drop frames stamped more than this (s) ahead of the node's "
+              "clock, as 'future'; 0 disables (their latency is never counted)",
+              low=0.0, high=3600.0),
+        Param("max_pixels", DEFAULT_MAX_PIXELS, "drop frames with more pixels (read from the "
+              "header, before decoding) as 'too_large'", low=1, high=1 << 31),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.05,
               high=3600.0, read_only=True),
     ]
@@ -95,14 +100,27 @@ class FrameNode(Node):
         started = time.perf_counter()
         self.stats.frame_received(info.get("publisher_gid", {}).get("data"),
                                   info.get("publication_sequence_number"))
-        stamp = stamp_to_seconds(msg.header.stamp)
+        stamp = msg.header.stamp
+        if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+            self.stats.drop("invalid_stamp")
+            self.get_logger().warning(f"dropped frame: invalid stamp {stamp.sec} s "
+                                      f"{stamp.nanosec} ns", throttle_duration_sec=2.0)
+            return
+        stamp = stamp_to_seconds(stamp)
         now = self.get_clock().now().nanoseconds * 1e-9
-        max_age = self.params["max_frame_age"]
-        if max_age > 0 and stamp > 0 and now - stamp > max_age:
+        # a zero stamp (unstamped) or clock (sim time before /clock) says nothing about age
+        age = now - stamp if stamp > 0 and now > 0 else None
+        max_age, max_future = self.params["max_frame_age"], self.params["max_future"]
+        if age is not None and max_age > 0 and age > max_age:
             self.stats.drop("stale")
             return
+        if age is not None and max_future > 0 and -age > max_future:
+            self.stats.drop("future")
+            self.get_logger().warning(f"dropped frame stamped {-age:.3f} s ahead of the clock",
+                                      throttle_duration_sec=2.0)
+            return
         try:
-            image = decode(msg)
+            image = decode(msg, self.params["max_pixels"])
             self.process(image, msg.header)
         except ImageDecodeError as error:
             self.stats.drop(error.reason)
@@ -114,8 +132,10 @@ class FrameNode(Node):
                                     throttle_duration_sec=5.0)
             return
         processing = time.perf_counter() - started
-        # stamp -> outputs published, on the node's clock (sim time included)
-        latency = now + processing - stamp if stamp > 0 else None
+        # stamp -> outputs published, on the node's clock (sim time included); only from stamps
+        # not ahead of the clock beyond the tolerance, so a bad stamp cannot skew the statistics
+        valid = age is not None and age >= -max_future
+        latency = age + processing if valid else None
         self.stats.frame_done(processing, latency)
 
     def process(self, image: DecodedImage, header) -> None:
