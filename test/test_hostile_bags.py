@@ -13,7 +13,6 @@ import yaml
 
 from dl_perception import rosmsg
 from dl_perception.bags import BagReader, BagReadError, BagWriter
-from dl_perception.bags.info import describe
 from dl_perception.cli import main as cli
 
 FRAMES = 12
