@@ -48,6 +48,10 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(1, "stack")  # `dl-perception bench` is the whole-stack benchmark
     args = build_parser().parse_args(argv)
     args.ros_args = ros_args
+    if getattr(args, "ros_process", False):
+        # long-running ROS processes end with status 0 on SIGINT/SIGTERM at any moment
+        from .ros.entry import stop_on_signals
+        stop_on_signals()
     from .checkpoint import CheckpointError
     try:
         return args.func(args) or 0
@@ -56,6 +60,11 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except Exception:
+        from .ros.entry import stop_requested
+        if getattr(args, "ros_process", False) and stop_requested():
+            return 0  # a stop signal during start-up shut the ROS context down under it
+        raise
 
 
 if __name__ == "__main__":

@@ -223,7 +223,7 @@ def test_rendering_faults_give_a_clear_error_not_a_hang():
 def recording(tmp_path_factory):
     from dl_perception.sim.recording import RecordConfig, record
     out = str(tmp_path_factory.mktemp("sim") / "seq")
-    summary = record(RecordConfig(world_seed=7, out=out, frames=30, perturb=0.3), log=lambda _: None)
+    summary = record(RecordConfig(world_seed=7, out=out, frames=30, perturb=0.3))
     return out, summary
 
 

@@ -7,7 +7,8 @@ import json
 def launch(args) -> int:
     from ..ros.launcher import launch as run_launch
     return run_launch(args.config, only=args.nodes.split(",") if args.nodes else None,
-                      executor=args.executor, duration=args.duration, ros_args=args.ros_args)
+                      single_process=args.single_process, executor=args.executor,
+                      duration=args.duration, ros_args=args.ros_args, check=args.check)
 
 
 def info(args) -> int:
@@ -28,12 +29,19 @@ def demo(args) -> int:
 def register(verbs) -> None:
     top = verbs["top"]
     p = top.add_parser("launch", help="start the nodes a ROS parameters YAML configures",
-                       epilog="ROS arguments go after '--', e.g. -- -r /camera/image_raw:=/cam")
+                       epilog="ROS arguments go after '--', e.g. -- -r /camera/image_raw:=/cam "
+                              "or -- -r __ns:=/drone1")
     p.add_argument("config", help="ROS 2 parameters file, e.g. config/perception.yaml")
-    p.add_argument("--nodes", help="comma-separated subset of the configured nodes")
-    p.add_argument("--executor", choices=("single", "multi"), default="single")
+    p.add_argument("--nodes", help="comma-separated nodes to start (default: every configured "
+                                   "one; a node without a section starts with its defaults)")
+    p.add_argument("--single-process", dest="single_process", action="store_true",
+                   help="all nodes in this process on one executor (default: a process each)")
+    p.add_argument("--executor", choices=("single", "multi"), default="single",
+                   help="with --single-process: SingleThreadedExecutor or MultiThreadedExecutor(2)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.set_defaults(func=launch)
+    p.add_argument("--check", action="store_true",
+                   help="only check the file: unknown nodes and parameters fail (status 1)")
+    p.set_defaults(func=launch, ros_process=True)
 
     p = top.add_parser("info", help="print what a checkpoint holds")
     p.add_argument("checkpoint")
