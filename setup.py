@@ -67,7 +67,7 @@ setup(
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]
-        + ["dl-perception=dl_perception.cli:main"],
+        + ["dl-perception=dl_perception.cli:console"],
     },
     zip_safe=False,
 )

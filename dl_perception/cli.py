@@ -67,5 +67,11 @@ def main(argv: list[str] | None = None) -> int:
         raise
 
 
+def console() -> None:
+    """The dl-perception console script."""
+    from .ros.entry import exit_process
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -192,7 +192,11 @@ def test_vo_node_odometry_and_tracking_loss(ros, with_depth):
                            + feeder.points[-1].header.stamp.sec - 10.0) / 0.1))
         depth = np.nan_to_num(scene.render(scene.pose(index))[1])
         u, v = np.round(cloud["u"]).astype(int), np.round(cloud["v"]).astype(int)
-        assert np.allclose(cloud["z"], depth[v, u], rtol=1e-5)
+        # read on the depth grid (intrinsics scaled from camera_info): the pixel or a neighbour
+        near = np.stack([depth[np.clip(v + dv, 0, depth.shape[0] - 1),
+                               np.clip(u + du, 0, depth.shape[1] - 1)]
+                         for dv in (-1, 0, 1) for du in (-1, 0, 1)])
+        assert (np.abs(near - cloud["z"]) < 1e-4).any(axis=0).all()
         camera = scene.camera
         assert np.allclose(cloud["x"], (cloud["u"] - camera.cx) / camera.fx * cloud["z"],
                            rtol=1e-4, atol=1e-5)

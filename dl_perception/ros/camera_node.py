@@ -87,6 +87,8 @@ class CameraNode(Node):
         return bgr, "bgr8"
 
     def _on_tick(self) -> None:
+        if not self.context.ok():  # shutting down: the publishers are gone
+            return
         frame = self.next_frame()
         if frame is None:
             return

@@ -42,6 +42,17 @@ def stop_requested() -> bool:
     return _stop.is_set()
 
 
+def exit_process(code: int) -> None:
+    """End the process now that its ROS work is done: once a ROS process ran (nodes destroyed,
+    bags closed), skip the interpreter's teardown of torch and the middleware, which takes
+    seconds on a loaded machine, longer than launch waits after SIGINT before escalating."""
+    if _running.is_set():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 def run_node(name: str, args: list[str]) -> int:
     """Run node executable `name` with command-line `args` (ROS arguments included)."""
     stop_on_signals()
@@ -57,8 +68,8 @@ def run_node(name: str, args: list[str]) -> int:
 
 def main() -> None:
     """The node whose console script was started (camera_node, dronet_node, ...)."""
-    sys.exit(run_node(os.path.basename(sys.argv[0]), sys.argv[1:]))
+    exit_process(run_node(os.path.basename(sys.argv[0]), sys.argv[1:]))
 
 
 if __name__ == "__main__":  # `python -m dl_perception.ros.entry NODE [--ros-args ...]` (launcher)
-    sys.exit(run_node(sys.argv[1], sys.argv[2:]))
+    exit_process(run_node(sys.argv[1], sys.argv[2:]))

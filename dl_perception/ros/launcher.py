@@ -12,6 +12,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import yaml
@@ -109,6 +110,19 @@ def check_config(config_path: str) -> list[str]:
     return problems
 
 
+def params_for_any_namespace(config_path: str, folder: str) -> str:
+    """A copy of the parameters file whose node sections also apply under a namespace: ROS
+    matches a plain `dronet_node:` key only in the root namespace, `/**/dronet_node:` in any
+    (so `-r __ns:=/drone1` keeps each node's parameters)."""
+    config = load_config(config_path)
+    widened = {key if str(key).startswith("/") else f"/**/{key}": section
+               for key, section in config.items()}
+    path = os.path.join(folder, os.path.basename(config_path))
+    with open(path, "w") as handle:
+        yaml.safe_dump(widened, handle, sort_keys=False)
+    return path
+
+
 def nodes_to_start(config_path: str, only: list[str] | None) -> list[str]:
     """The configured nodes, or `only` (which may name known nodes the file does not configure:
     those start with their defaults)."""
@@ -133,15 +147,17 @@ def launch(config_path: str, only: list[str] | None = None, single_process: bool
     unconfigured = [n for n in names if n not in configured_nodes(config_path)]
     if unconfigured:
         print(f"not configured in {config_path}, started with defaults: {', '.join(unconfigured)}")
-    if single_process:
-        from .node_base import run_nodes
-        args = ["dl-perception", "--ros-args", "--params-file", config_path, *(ros_args or [])]
-        factories = [lambda name=name: node_class(name)(name) for name in names]
-        print(f"launching {', '.join(names)} from {config_path} in one process "
-              f"({executor}-threaded executor)")
-        return run_nodes(factories, args=args, executor_kind=executor, duration=duration)
-    print(f"launching {', '.join(names)} from {config_path}, one process each")
-    return run_processes(names, config_path, ros_args or [], duration)
+    with tempfile.TemporaryDirectory(prefix="dl_perception_launch_") as folder:
+        params = params_for_any_namespace(config_path, folder)
+        if single_process:
+            from .node_base import run_nodes
+            args = ["dl-perception", "--ros-args", "--params-file", params, *(ros_args or [])]
+            factories = [lambda name=name: node_class(name)(name) for name in names]
+            print(f"launching {', '.join(names)} from {config_path} in one process "
+                  f"({executor}-threaded executor)")
+            return run_nodes(factories, args=args, executor_kind=executor, duration=duration)
+        print(f"launching {', '.join(names)} from {config_path}, one process each")
+        return run_processes(names, params, ros_args or [], duration)
 
 
 def node_command(name: str, config_path: str, ros_args: list[str]) -> list[str]:

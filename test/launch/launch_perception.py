@@ -1,6 +1,7 @@
 """launch_testing: launch/perception.launch.py starts camera_node, dronet_node and
-dronet_control_node (a process each, by launch_ros), /cmd_vel flows, and every process ends with
-status 0 on launch's shutdown. Run by test/test_launch_files.py."""
+dronet_control_node (a process each, by launch_ros) under namespace:=drone1 with their sections
+of the parameters file, /drone1/cmd_vel flows, and every process ends with status 0 on launch's
+shutdown. Run by test/test_launch_files.py."""
 import os
 import tempfile
 import time
@@ -29,7 +30,7 @@ def generate_test_description():
         }, handle)
     stack = launch.actions.IncludeLaunchDescription(
         PythonLaunchDescriptionSource(os.path.join(REPO_DIR, "launch", "perception.launch.py")),
-        launch_arguments={"config": config}.items())
+        launch_arguments={"config": config, "namespace": "drone1"}.items())
     return launch.LaunchDescription([stack, launch_testing.actions.ReadyToTest()])
 
 
@@ -39,7 +40,8 @@ class TestStackPublishes(unittest.TestCase):
         try:
             node = rclpy.create_node("launch_test_observer")
             commands = []
-            node.create_subscription(Twist, "/cmd_vel", commands.append, 10)
+            # enabled_at_start (its section) applies under the namespace: commands flow
+            node.create_subscription(Twist, "/drone1/cmd_vel", commands.append, 10)
             deadline = time.monotonic() + 60
             while time.monotonic() < deadline and len(commands) < 10:
                 rclpy.spin_once(node, timeout_sec=0.1)
