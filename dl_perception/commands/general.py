@@ -1,7 +1,9 @@
-"""launch, info, demo."""
+"""launch, info, demo, bench launch."""
 from __future__ import annotations
 
 import json
+
+from .common import write_json
 
 
 def launch(args) -> int:
@@ -26,6 +28,13 @@ def demo(args) -> int:
     return run_demo(args.out, args.duration, args.weights, args.world_seed)
 
 
+def bench_launch(args) -> int:
+    from ..ros.launch_bench import run
+    rows = run(args.lift_frames)
+    write_json(args.json, {"rows": rows})
+    return 0 if all(row["status"] == 0 for row in rows) else 1
+
+
 def register(verbs) -> None:
     top = verbs["top"]
     p = top.add_parser("launch", help="start the nodes a ROS parameters YAML configures",
@@ -42,6 +51,13 @@ def register(verbs) -> None:
     p.add_argument("--check", action="store_true",
                    help="only check the file: unknown nodes and parameters fail (status 1)")
     p.set_defaults(func=launch, ros_process=True)
+
+    b = verbs["bench"].add_parser("launch", help="a fast node beside a slow one: a process each "
+                                                 "vs --single-process (counts, not times)")
+    b.add_argument("--lift-frames", dest="lift_frames", type=int, default=5,
+                   help="LIFT outputs to count over (after one warm-up frame)")
+    b.add_argument("--json")
+    b.set_defaults(func=bench_launch, ros_process=True)
 
     p = top.add_parser("info", help="print what a checkpoint holds")
     p.add_argument("checkpoint")
