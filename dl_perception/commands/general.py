@@ -57,7 +57,7 @@ def register(verbs) -> None:
     b.add_argument("--lift-frames", dest="lift_frames", type=int, default=5,
                    help="LIFT outputs to count over (after one warm-up frame)")
     b.add_argument("--json")
-    b.set_defaults(func=bench_launch, ros_process=True)
+    b.set_defaults(func=bench_launch)
 
     p = top.add_parser("info", help="print what a checkpoint holds")
     p.add_argument("checkpoint")
