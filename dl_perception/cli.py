@@ -53,11 +53,19 @@ def main(argv: list[str] | None = None) -> int:
     argv = [arg for arg in argv if arg != "--debug"]
     args = build_parser().parse_args(argv)
     args.ros_args = ros_args
+    if getattr(args, "ros_process", False):
+        # long-running ROS processes end with status 0 on SIGINT/SIGTERM at any moment
+        from .ros.entry import stop_on_signals
+        stop_on_signals()
     try:
         return args.func(args) or 0
     except KeyboardInterrupt:
         return 130
     except Exception as error:  # the one error path of every command: a line, exit status 1
+        if getattr(args, "ros_process", False):
+            from .ros.entry import stop_requested
+            if stop_requested():
+                return 0  # a stop signal during start-up shut the ROS context down under it
         if debug:
             traceback.print_exc()
         print(f"error: {describe_error(error)}", file=sys.stderr)
@@ -75,5 +83,11 @@ def describe_error(error: Exception) -> str:
             "and please report it)")
 
 
+def console() -> None:
+    """The dl-perception console script."""
+    from .ros.entry import exit_process
+    exit_process(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

@@ -2,6 +2,7 @@
 bench replay."""
 from __future__ import annotations
 
+import os
 import sys
 
 from .common import write_json
@@ -69,7 +70,10 @@ def process(args) -> int:
 
 def bag_info(args) -> int:
     from ..bags import BagReader
-    from ..bags.info import describe
+    from ..bags.info import describe, describe_ros1
+    if args.bag.endswith(".bag") and os.path.isfile(args.bag):
+        print(describe_ros1(args.bag))
+        return 0
     with BagReader(args.bag) as reader:
         print(describe(reader))
         if not args.verify:
@@ -170,7 +174,7 @@ def register(verbs) -> None:
                         "the publishers)")
     p.add_argument("--clock-rate", type=float, default=40.0, metavar="HZ",
                    help="publish bag time on /clock at this rate (0: no /clock)")
-    p.set_defaults(func=replay)
+    p.set_defaults(func=replay, ros_process=True)
 
     p = top.add_parser("record", help="record topics to a rosbag2 bag (mcap by default)",
                        epilog="ROS arguments go after '--' (or --ros-args)")
@@ -179,7 +183,7 @@ def register(verbs) -> None:
     p.add_argument("--out", required=True, help="bag directory to create")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     _add_storage(p)
-    p.set_defaults(func=record)
+    p.set_defaults(func=record, ros_process=True)
 
     p = top.add_parser("process", help="run the configured perception models over a bag "
                                        "(no DDS) and write their outputs to a bag")

@@ -99,7 +99,7 @@ def register(verbs) -> None:
     p.add_argument("--preset", choices=("day", "dusk", "changed"))
     p.add_argument("--route", choices=("loop", "figure8", "random"))
     p.add_argument("--duration", type=float, help="stop after this many (wall) seconds")
-    p.set_defaults(func=run_node)
+    p.set_defaults(func=run_node, ros_process=True)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
 
     r = sub.add_parser("record", help="fly the expert and write a sequence folder + rosbag2")

@@ -12,7 +12,6 @@ from std_msgs.msg import Float32
 from std_srvs.srv import SetBool
 
 from ..control import Command, DroNetController, DroNetControlParams
-from .node_base import node_main
 from .params import Param, ParameterSet
 
 _DEFAULTS = DroNetControlParams()
@@ -39,6 +38,10 @@ CONTROL_FIELDS = [f.name for f in dataclasses.fields(DroNetControlParams)]
 
 
 class DroNetControlNode(Node):
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return PARAMS
+
     def __init__(self, node_name: str = "dronet_control_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self.params = ParameterSet(self, PARAMS)
@@ -50,13 +53,13 @@ class DroNetControlNode(Node):
         self._fresh = False  # an output arrived since the last tick
         self.last_command = Command(0.0, 0.0, "stop: no input")
         self.commands_published = 0
-        self.cmd_pub = self.create_publisher(Twist, "/cmd_vel", 10)
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Float32, "/dl_perception/dronet/steering_angle",
+        self.create_subscription(Float32, "dl_perception/dronet/steering_angle",
                                  self._on_steering, 10)
-        self.create_subscription(Float32, "/dl_perception/dronet/collision_probability",
+        self.create_subscription(Float32, "dl_perception/dronet/collision_probability",
                                  self._on_collision, 10)
-        self.create_service(SetBool, "/dl_perception/dronet_control/enable", self._on_enable)
+        self.create_service(SetBool, "dl_perception/dronet_control/enable", self._on_enable)
         self.create_timer(1.0 / self.params["rate_hz"], self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -134,5 +137,3 @@ class DroNetControlNode(Node):
         except Exception:
             pass
 
-
-main = node_main(DroNetControlNode, "dronet_control_node")

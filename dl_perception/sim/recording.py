@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..datasets.sequence import Camera, SequenceWriter
+from ..progress import progress
 from .expert import ExpertAutopilot, ExpertParams
 from .scene import CameraSpec
 from .simulator import Simulator
@@ -147,7 +148,7 @@ def _ticks(rate_hz: float, physics_rate_hz: float) -> int:
     return max(1, int(round(physics_rate_hz / rate_hz)))
 
 
-def record(cfg: RecordConfig, log=print) -> dict:
+def record(cfg: RecordConfig) -> dict:
     cfg.validate()
     sim = Simulator(cfg.world_seed, cfg.preset, cfg.camera, cfg.world_size, cfg.route,
                     cfg.route_seed, cfg.altitude, cfg.physics_rate_hz)
@@ -179,6 +180,7 @@ def record(cfg: RecordConfig, log=print) -> dict:
     started = time.monotonic()
     step, collisions, positives = 0, 0, 0
     command = expert.command()
+    bar = progress(total=cfg.frames, desc=f"world {cfg.world_seed}", unit="frame")
     try:
         while len(writer.rows) < cfg.frames:
             now = sim.time
@@ -203,6 +205,7 @@ def record(cfg: RecordConfig, log=print) -> dict:
                 positives += command.collision
                 if bag:
                     bag.write_camera(now, rgb, depth, cfg.camera.intrinsics)
+                bar.update()
             touched = sim.step()
             collisions += touched
             step += 1
@@ -210,9 +213,8 @@ def record(cfg: RecordConfig, log=print) -> dict:
                 state = sim.state
                 bag.write_state(sim.time, state.position, state.yaw, state.body_velocity,
                                 state.yaw_rate, touched)
-            if len(writer.rows) and len(writer.rows) % 200 == 0 and step % frame_every == 0:
-                log(f"  {len(writer.rows)}/{cfg.frames} frames, {sim.distance:.0f} m flown")
     finally:
+        bar.close()
         if bag:
             bag.close()
         sim.close()
