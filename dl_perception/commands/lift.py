@@ -184,9 +184,8 @@ def register(verbs) -> None:
         "features", help="repeatability, matching score, MMA, homography accuracy and relative-pose "
         "AUC vs SIFT and ORB")
     e.add_argument("--pairs", nargs="+", help="homography pair sets: folders of <name>A, <name>B, "
-                   "<name>_H_A_to_B.derived.txt (../shared/data/homography), HPatches-style "
-                   "sequences (../shared/data/churchill_homography) or planar-target videos "
-                   "(visp-images-data's mire-2)")
+                   "<name>_H_A_to_B.derived.txt (../shared/data/homography) or HPatches-style "
+                   "sequences (../shared/data/churchill_homography)")
     e.add_argument("--poses", nargs="+", help="relative-pose scenes: folders with images/ and "
                    "cameras.csv (a held-out ../shared/data/strecha_mvs scene)")
     e.add_argument("--pose-gap", type=int, default=3,

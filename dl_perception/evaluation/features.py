@@ -4,8 +4,7 @@ next to OpenCV SIFT and ORB computed in the same run.
 Two kinds of pairs (any number of sets of each in one run):
 
 * homography pairs (dl_perception/datasets/homography.py: pair folders such as
-  ../shared/data/homography, HPatches-style sequences such as ../shared/data/churchill_homography,
-  planar-target videos such as visp-images-data's mire-2);
+  ../shared/data/homography, HPatches-style sequences such as ../shared/data/churchill_homography);
 * relative-pose pairs (dl_perception/datasets/strecha.py: a scene with K, R, t per image, e.g. a
   held-out ../shared/data/strecha_mvs scene): views up to `pose_gap` apart in capture order.
 
