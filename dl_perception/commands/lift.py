@@ -255,7 +255,9 @@ def register(verbs) -> None:
                        ("margin", float), ("pairs_in_memory", int), ("refresh_every", int),
                        ("validate_every", int), ("validation_pairs", int), ("seed", int),
                        ("scene_fraction", float), ("keypoints_per_pair", int),
-                       ("images_per_folder", int)):
+                       ("images_per_folder", int), ("detector_offset", float),
+                       ("alpha_classification", float), ("alpha_overlap", float),
+                       ("alpha_pair", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     add_device_arg(t)
     t.set_defaults(func=train)

@@ -701,16 +701,17 @@ def detector_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig
     relative_2 = _rotate(found_2 + offset_2, -batch["rotation"])
     overlap = overlap_loss(relative_1, relative_2, 2 * config.detector_sigma)
     classification = classification_loss([score_1, score_2, score_3], score_4)
-    # end to end: describe the patches at the detected keypoints
-    point_1 = centre_1 + found_1 * (batch["sigma_a"] / config.detector_sigma)[:, None]
-    point_2 = centre_2 + found_2 * (batch["sigma_b"] / config.detector_sigma)[:, None]
-    angle_1 = model.orient(bank.pyramid_a, point_1, batch["sigma_a"], batch["pair"])
-    angle_2 = model.orient(bank.pyramid_b, point_2, batch["sigma_b"], batch["pair"])
-    d1 = model.describe(bank.pyramid_a, point_1, batch["sigma_a"], angle_1, batch["pair"])
-    d2 = model.describe(bank.pyramid_b, point_2, batch["sigma_b"], angle_2, batch["pair"])
-    pair = (d1 - d2).norm(dim=1).mean()
-    loss = (cfg.alpha_classification * classification + cfg.alpha_overlap * overlap
-            + cfg.alpha_pair * pair)
+    loss = cfg.alpha_classification * classification + cfg.alpha_overlap * overlap
+    pair = torch.zeros(())
+    if cfg.alpha_pair > 0:  # end to end: describe the patches at the detected keypoints
+        point_1 = centre_1 + found_1 * (batch["sigma_a"] / config.detector_sigma)[:, None]
+        point_2 = centre_2 + found_2 * (batch["sigma_b"] / config.detector_sigma)[:, None]
+        angle_1 = model.orient(bank.pyramid_a, point_1, batch["sigma_a"], batch["pair"])
+        angle_2 = model.orient(bank.pyramid_b, point_2, batch["sigma_b"], batch["pair"])
+        d1 = model.describe(bank.pyramid_a, point_1, batch["sigma_a"], angle_1, batch["pair"])
+        d2 = model.describe(bank.pyramid_b, point_2, batch["sigma_b"], angle_2, batch["pair"])
+        pair = (d1 - d2).norm(dim=1).mean()
+        loss = loss + cfg.alpha_pair * pair
     disagreement = (relative_1 - relative_2).norm(dim=1).mean().item()
     return loss, {"classification": classification.item(), "overlap": overlap.item(),
                   "pair": pair.item(), "disagreement_px": disagreement,
