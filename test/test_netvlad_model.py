@@ -44,21 +44,48 @@ def test_layer_matches_the_definition():
     torch.testing.assert_close(out.view(2, 5, 7).norm(dim=2), torch.full((2, 5), 5 ** -0.5))
 
 
+EIGEN = {"backbone": "eigen_coarse", "grey": False, "input_normalization": "fixed"}
+
+
 def test_cpu_preset_shapes_and_preprocessing():
     model = models.create("netvlad").eval()
-    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 96
+    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 128
     rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
     batch = model.preprocess(DecodedImage(rgb, "rgb8"))
-    assert batch.shape == (1, 3, 240, 320) and batch.dtype == torch.float32
-    assert model.local_descriptors(batch).shape == (1, 96, 14, 19)
+    assert batch.shape == (1, 3, 96, 128) and batch.dtype == torch.float32
+    assert model.local_descriptors(batch).shape == (1, 128, 12, 16)  # output stride 8
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     torch.testing.assert_close(model.preprocess(DecodedImage(bgr, "bgr8")), batch)
     with torch.inference_mode():
         out = model(torch.cat([batch, batch.flip(3)]))
-    assert out["descriptor"].shape == (2, 6144)  # whitening not fitted yet: the VLAD vector
+    assert out["descriptor"].shape == (2, 8192)  # whitening not fitted yet: the VLAD vector
     assert torch.allclose(out["descriptor"].norm(dim=1), torch.ones(2))
+    features = model.local_descriptors(torch.cat([batch, batch.flip(3)]))
+    assert not torch.allclose(features[0], features[1].flip(2), atol=1e-3)  # not symmetric
     with pytest.raises(ValueError, match="empty"):
         model.preprocess(DecodedImage(np.zeros((0, 0, 3), np.uint8), "rgb8"))
+
+
+def test_cpu_preset_sees_luma_standardised_per_image():
+    """Grey input standardised per image: another gain and offset of the light, or another
+    colour of the same luma, gives the same input to the backbone; another picture does not."""
+    torch.manual_seed(0)
+    model = models.create("netvlad").eval()
+    image = torch.rand(1, 3, 96, 128) * 0.6 + 0.2
+    luma = (image * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    reference = model.normalize_input(image)
+    assert reference.shape == (1, 1, 96, 128)
+    assert abs(reference.mean().item()) < 1e-5 and reference.std().item() == pytest.approx(1, 0.1)
+    torch.testing.assert_close(model.normalize_input(luma.expand(1, 3, 96, 128)), reference)
+    dimmer = model.normalize_input(0.5 * image + 0.05).flatten()
+    assert torch.corrcoef(torch.stack([dimmer, reference.flatten()]))[0, 1] > 0.9999
+    other = model.normalize_input(torch.rand(1, 3, 96, 128)).flatten()
+    assert torch.corrcoef(torch.stack([other, reference.flatten()]))[0, 1] < 0.5
+    assert model.backbone.layers[0].in_channels == 1
+    with pytest.raises(ValueError, match="takes RGB"):
+        models.create("netvlad", backbone="eigen_coarse")
+    with pytest.raises(ValueError, match="input_normalization"):
+        models.create("netvlad", input_normalization="none")
 
 
 def test_paper_preset_vgg16_conv5_shapes_and_a_training_step():
@@ -105,7 +132,7 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
     depth_path = str(tmp_path / "depth.safetensors")
     depth = models.create("depth")
     depth.save(depth_path)
-    model = models.create("netvlad", resize_to=[64, 48])
+    model = models.create("netvlad", resize_to=[64, 48], **EIGEN)
     load_depth_backbone(model, depth_path)
     for name in ("coarse1", "coarse2", "coarse3", "coarse4"):
         torch.testing.assert_close(getattr(model.backbone, name).weight,
@@ -118,10 +145,10 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
         y = F.max_pool2d(F.relu(depth.coarse2(y)), 2)
         expected = depth.coarse4(F.relu(depth.coarse3(y)))
         torch.testing.assert_close(model.local_descriptors(x), expected)
-    wider = models.create("netvlad", eigen_channels=[32, 64, 96, 128])
+    wider = models.create("netvlad", eigen_channels=[32, 64, 96, 128], **EIGEN)
     with pytest.raises(ValueError, match="coarse4"):
         load_depth_backbone(wider, depth_path)
-    with pytest.raises(ValueError, match="eigen_coarse"):
+    with pytest.raises(ValueError, match="eigen_coarse backbone"):
         load_depth_backbone(models.create("netvlad", backbone="light"), depth_path)
     with pytest.raises(CheckpointError):
         load_depth_backbone(model, str(tmp_path / "missing.safetensors"))
@@ -148,7 +175,7 @@ def test_training_data_positives_cross_routes_and_negatives_are_far(routes):
     data = PlaceTrainingData(routes, model, cfg, log=lambda *_: None)
     assert len(data) == 120 and len(data.queries) == 120
     for query in data.queries:
-        positives, negatives = data.positives[query], data.negatives[query]
+        positives, negatives = data.positives[query], data.negatives_of(query)
         assert (data.routes[positives] != data.routes[query]).all()
         assert (data.groups[positives] == data.groups[query]).all()
         distance = np.linalg.norm(data.positions[positives] - data.positions[query], axis=1)
@@ -177,7 +204,7 @@ def test_kmeans_initialisation_and_mining(routes):
     cache = miner.cache
     distances = (cache[data.positives[query]] - cache[query]).pow(2).sum(1)
     assert best == data.positives[query][int(distances.argmin())]
-    assert len(hardest) == 5 and set(hardest) <= set(data.negatives[query])
+    assert len(hardest) == 5 and set(hardest) <= set(data.negatives_of(query))
     # the previous hardest negatives stay in the next pool: they can only get harder or stay
     again = miner.mine(query)[1]
     d = lambda idx: (cache[idx] - cache[query]).pow(2).sum(1).max().item()  # noqa: E731
