@@ -1,5 +1,6 @@
 """NetVLAD: the layer against its definition, both presets, whitening, k-means initialisation,
 the weakly supervised triplet ranking loss, hard-negative mining and a short training run."""
+import dataclasses
 import json
 import os
 
@@ -15,8 +16,8 @@ from dl_perception.imaging import DecodedImage
 from dl_perception.models.netvlad import NetVLADLayer
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.netvlad import (HardNegativeMiner, NetVLADTrainConfig,
-                                            PlaceTrainingData, init_clusters,
-                                            triplet_ranking_loss, train_netvlad)
+                                            PlaceTrainingData, augment_views, info_nce_loss,
+                                            init_clusters, triplet_ranking_loss, train_netvlad)
 
 torch.set_num_threads(2)
 
@@ -42,9 +43,6 @@ def test_layer_matches_the_definition():
     assert torch.allclose(out.norm(dim=1), torch.ones(2))
     # intra-normalisation: every cluster block has the same norm 1/sqrt(K)
     torch.testing.assert_close(out.view(2, 5, 7).norm(dim=2), torch.full((2, 5), 5 ** -0.5))
-
-
-EIGEN = {"backbone": "eigen_coarse", "grey": False, "input_normalization": "fixed"}
 
 
 def test_cpu_preset_shapes_and_preprocessing():
@@ -132,7 +130,7 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
     depth_path = str(tmp_path / "depth.safetensors")
     depth = models.create("depth")
     depth.save(depth_path)
-    model = models.create("netvlad", resize_to=[64, 48], **EIGEN)
+    model = models.create("netvlad", "depth", resize_to=[64, 48])
     load_depth_backbone(model, depth_path)
     for name in ("coarse1", "coarse2", "coarse3", "coarse4"):
         torch.testing.assert_close(getattr(model.backbone, name).weight,
@@ -145,7 +143,7 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
         y = F.max_pool2d(F.relu(depth.coarse2(y)), 2)
         expected = depth.coarse4(F.relu(depth.coarse3(y)))
         torch.testing.assert_close(model.local_descriptors(x), expected)
-    wider = models.create("netvlad", eigen_channels=[32, 64, 96, 128], **EIGEN)
+    wider = models.create("netvlad", "depth", eigen_channels=[32, 64, 96, 128])
     with pytest.raises(ValueError, match="coarse4"):
         load_depth_backbone(wider, depth_path)
     with pytest.raises(ValueError, match="eigen_coarse backbone"):
@@ -283,13 +281,50 @@ def test_train_command(tmp_path, routes, capsys):
     assert "go together" in capsys.readouterr().err
 
 
-def test_shipped_weights_are_the_depth_initialised_cpu_preset():
+def test_shipped_weights_are_the_real_image_cpu_preset():
     from dl_perception.paths import resolve_weights, shipped_weights
     assert resolve_weights("netvlad", "") == shipped_weights("netvlad")  # the nodes' default
     model = models.load(shipped_weights("netvlad"), expected="netvlad").eval()
-    assert model.config.backbone == "eigen_coarse" and model.whitened
-    assert model.descriptor_dim == 128 and model.config.resize_to == [320, 240]
+    assert model.config.backbone == "light" and model.config.grey and model.whitened
+    assert model.descriptor_dim == 128 and model.config.resize_to == [128, 96]
+    info = model.checkpoint_info
+    assert not any(source.startswith("cohog") for source in info["trained_on"])
+    assert info["backbone_from"] is None  # stands on its own: no depth network inside
     rgb = np.random.default_rng(1).integers(0, 255, (240, 320, 3), np.uint8)
     with torch.inference_mode():
         descriptor = model(model.preprocess(DecodedImage(rgb, "rgb8")))["descriptor"]
     assert torch.isfinite(descriptor).all() and descriptor.norm().item() == pytest.approx(1.0)
+
+
+def test_augmentation_and_info_nce():
+    torch.manual_seed(0)
+    batch = torch.rand(6, 3, 48, 64)
+    first, second = augment_views(batch), augment_views(batch)
+    assert first.shape == batch.shape and 0.0 <= first.min() and first.max() <= 1.0
+    assert (first - batch).abs().mean() > 0.02 and (first - second).abs().mean() > 0.02
+    views = F.normalize(torch.randn(8, 32), dim=1)
+    noisy = F.normalize(views + 0.1 * torch.randn(8, 32), dim=1)
+    matched = info_nce_loss(views, noisy, 0.1)
+    shuffled = info_nce_loss(views, noisy[torch.roll(torch.arange(8), 1)], 0.1)
+    assert matched < 0.5 < shuffled
+
+
+def test_pretraining_then_triplets_and_resume(routes, tmp_path):
+    out = str(tmp_path / "r.safetensors")
+    cfg = NetVLADTrainConfig(pretrain_epochs=1, pretrain_steps=2, pretrain_batch=6, epochs=1,
+                             queries_per_epoch=8, num_negatives=3, negative_pool=20,
+                             kmeans_images=20, pca_images=120, cache_refresh=100)
+    overrides = {"resize_to": [64, 48], "pca_dim": 16}
+    first = train_netvlad(routes, out, cfg, torch.device("cpu"), model_overrides=overrides,
+                          validation=(routes[0], routes[1]), log=lambda *_: None)
+    history = first.checkpoint_info["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert np.isfinite(history[1]["pretrain_loss"]) and np.isfinite(history[2]["loss"])
+    assert os.path.isfile(out + ".loss.png") and os.path.isfile(out + ".resume.pt")
+    lines = []
+    longer = dataclasses.replace(cfg, epochs=2)
+    again = train_netvlad(routes, out, longer, torch.device("cpu"), model_overrides=overrides,
+                          validation=(routes[0], routes[1]), resume=True, log=lines.append)
+    assert any("resumed after epoch 2" in line for line in lines)
+    assert [h["epoch"] for h in again.checkpoint_info["history"]] == [0, 1, 2, 3]
+    assert again.whitened and again.descriptor_dim == 16

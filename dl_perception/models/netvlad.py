@@ -41,19 +41,21 @@ GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
 
 @dataclass
 class NetVLADConfig:
+    # The defaults are the first CPU network (`depth` preset), so checkpoints saved before a
+    # field existed load as they were; the `cpu` preset sets the current network.
     # "light" (CPU), "eigen_coarse" (the depth network's first layers) or "vgg16" (the paper's)
-    backbone: str = "light"
+    backbone: str = "eigen_coarse"
     # eigen_coarse backbone: output channels of the depth network's Coarse 1-4
     eigen_channels: list = field(default_factory=lambda: [32, 64, 96, 96])
     # light backbone: channels of its three stages (two 3x3 convolutions each)
     light_channels: list = field(default_factory=lambda: [32, 64, 128])
     # light backbone: 2x2 max pooling after its stride-2 stem (output stride 16, else 8)
-    light_stem_pool: bool = False
-    resize_to: list = field(default_factory=lambda: [128, 96])  # (width, height)
-    grey: bool = True  # the backbone sees one luma channel
+    light_stem_pool: bool = True
+    resize_to: list = field(default_factory=lambda: [320, 240])  # (width, height)
+    grey: bool = False  # the backbone sees one luma channel
     # "image": each image minus its own mean, divided by its own standard deviation;
     # "fixed": minus input_mean, divided by input_std (per channel, RGB in [0, 1])
-    input_normalization: str = "image"
+    input_normalization: str = "fixed"
     input_mean: list = field(default_factory=lambda: list(DEPTH_MEAN))
     input_std: list = field(default_factory=lambda: list(DEPTH_STD))
     num_clusters: int = 64
@@ -188,10 +190,10 @@ class NetVLAD(PerceptionModel):
     name = "netvlad"
     Config = NetVLADConfig
     presets = {
-        "cpu": {},
+        "cpu": {"backbone": "light", "light_stem_pool": False, "resize_to": [128, 96],
+                "grey": True, "input_normalization": "image"},
         # the previous CPU network: the depth network's first layers (--init-backbone)
-        "depth": {"backbone": "eigen_coarse", "resize_to": [320, 240], "grey": False,
-                  "input_normalization": "fixed"},
+        "depth": {},
         "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096, "grey": False,
                   "input_normalization": "fixed",
                   "input_mean": list(RGB_MEAN), "input_std": list(RGB_STD)},

@@ -14,9 +14,11 @@ query, `negative_pool` random negatives are ranked by cached distance and the `n
 hardest are kept, together with the query's hardest negatives from its previous visit.
 
 The paper's VGG16 starts from ImageNet training; here no pre-trained weights can be fetched, so
-the network is first pre-trained self-supervised on the training images (`pretrain_epochs`): two
-independently augmented views of one image are positives, the other images of the batch
-negatives (the InfoNCE loss on NetVLAD vectors, temperature `pretrain_temperature`). The
+the backbone is first pre-trained on the training images (`pretrain_epochs`) with the InfoNCE
+loss (temperature `pretrain_temperature`) on a cluster-free descriptor (the mean of the
+L2-normalised local descriptors): a training image and one of its potential positives, each
+independently augmented, are a positive pair, the other images of the batch negatives. After
+each pre-training epoch the clusters are initialised again by k-means on the new features. The
 eigen_coarse backbone may instead start from the project's depth network (`backbone_weights`).
 Clusters start from k-means on sampled local descriptors; PCA whitening is fitted at the end on
 the training images' NetVLAD vectors. Every training image is augmented by default
@@ -279,17 +281,29 @@ class HardNegativeMiner:
         return best, hardest
 
 
+def pooled_descriptor(model: NetVLAD, batch: torch.Tensor) -> torch.Tensor:
+    """The mean of the L2-normalised local descriptors, L2-normalised: a global descriptor that
+    needs no clusters, for pre-training the backbone before k-means has anything to cluster."""
+    local = F.normalize(model.local_descriptors(batch), dim=1)
+    return F.normalize(local.mean(dim=(2, 3)), dim=1)
+
+
 def pretrain_epoch(model: NetVLAD, data: PlaceTrainingData, cfg: NetVLADTrainConfig,
                    optimizer: torch.optim.Optimizer, device: torch.device,
                    rng: np.random.Generator, desc: str) -> float:
-    """`pretrain_steps` steps of self-supervised InfoNCE: two augmented views per image."""
+    """`pretrain_steps` steps of InfoNCE on the backbone's pooled descriptors: each training
+    query and one of its potential positives (the other season, a nearby frame, another view
+    of the scene), both augmented, are a positive pair; the rest of the batch negatives."""
     losses = []
     model.train()
     for _ in progress(range(cfg.pretrain_steps), desc=desc, unit="step"):
-        images = rng.choice(len(data), min(cfg.pretrain_batch, len(data)), replace=False)
-        batch = data.batch(np.concatenate([images, images]), device)
-        vlads = model(augment_views(batch))["vlad"]
-        loss = info_nce_loss(vlads[:len(images)], vlads[len(images):], cfg.pretrain_temperature)
+        queries = rng.choice(data.queries, min(cfg.pretrain_batch, len(data.queries)),
+                             replace=False)
+        partners = [int(rng.choice(data.positives[int(q)])) for q in queries]
+        batch = augment_views(data.batch(np.concatenate([queries, partners]), device))
+        pooled = pooled_descriptor(model, batch)
+        loss = info_nce_loss(pooled[:len(queries)], pooled[len(queries):],
+                             cfg.pretrain_temperature)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -342,8 +356,10 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
         refuse_evaluation_worlds(folder)
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
+    init_info = None
     if init_weights:
         model = models.load(init_weights, expected="netvlad")
+        init_info = {"path": init_weights, "info": getattr(model, "checkpoint_info", None)}
         if model_overrides:  # e.g. whitening to another dimension: keep everything else
             kept = {k: v for k, v in model.state_dict().items() if not k.startswith("whitening_")}
             model = NetVLAD(dataclasses.replace(model.config, **model_overrides))
@@ -372,7 +388,8 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
                                  weight_decay=cfg.weight_decay)
     done = run.restore(model, optimizer, rng=rng)
     info = {"trained_on": folders, "train_config": asdict(cfg), "preset": preset,
-            "backbone_from": backbone_weights, "validation_sets": list(validation or ())}
+            "backbone_from": backbone_weights, "validation_sets": list(validation or ()),
+            "initialised_from": init_info}
     scored = [row for row in run.rows if math.isfinite(row.get("recall_at_1", math.nan))]
     best_recall = max((row["recall_at_1"] for row in scored), default=-math.inf)
     if done:
@@ -392,6 +409,9 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
             record = {"pretrain_loss": pretrain_epoch(
                 model, data, cfg, optimizer, device, rng,
                 f"pre-training {epoch}/{cfg.pretrain_epochs}")}
+            # the clusters follow the features they cluster (k-means on the new backbone; its
+            # alpha too: the first one was fitted to a random network's descriptors)
+            init_clusters(model, data, cfg, device, rng)
         else:
             record = {"loss": triplet_epoch(model, data, cfg, optimizer, miner, device, rng,
                                             f"epoch {epoch}/{total}")}
