@@ -121,6 +121,15 @@ def test_whitening_decorrelates_and_travels_in_the_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(image)["descriptor"], model.eval()(image)["descriptor"])
     with pytest.raises(ValueError, match="needs more than 16"):
         model.fit_whitening(vlads[:10])
+    # power 0: the plain PCA projection, orthonormal directions, variances kept (decreasing)
+    plain = models.create("netvlad", pca_dim=16, whitening_power=0.0)
+    plain.fit_whitening(vlads)
+    rows = plain.whitening_projection.double()
+    torch.testing.assert_close(rows @ rows.T, torch.eye(16, dtype=torch.float64), atol=1e-4,
+                               rtol=0)
+    variances = torch.cov(((vlads - plain.whitening_mean) @ plain.whitening_projection.T).T
+                          .double()).diagonal()
+    assert (variances[:-1] >= variances[1:] - 1e-9).all() and variances[0] > 2 * variances[-1]
     with pytest.raises(CheckpointError, match="expected 'dronet'"):
         models.load(path, expected="dronet")
 

@@ -20,7 +20,10 @@ def train(args) -> int:
         torch.set_num_threads(args.threads)
     model = train_netvlad(args.data, args.out, NetVLADTrainConfig(**overrides), device,
                           preset=args.preset, init_weights=args.init, validation=validation,
-                          model_overrides={} if args.pca_dim is None else {"pca_dim": args.pca_dim},
+                          model_overrides={k: v for k, v in (("pca_dim", args.pca_dim),
+                                                             ("whitening_power",
+                                                              args.whitening_power))
+                                           if v is not None},
                           backbone_weights=args.init_backbone, resume=args.resume)
     print(f"wrote {args.out} (netvlad, {model.descriptor_dim}-D descriptors)")
     return 0
@@ -135,6 +138,8 @@ def register(verbs) -> None:
     t.add_argument("--val-queries", help="validation query folder")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--pca-dim", type=int, help="whitening dimension (default: the preset's; 0 = none)")
+    t.add_argument("--whitening-power", type=float, help="divide each principal direction by its "
+                   "standard deviation to this power: 1 = PCA whitening (default), 0 = plain PCA")
     for name, kind in (("epochs", int), ("queries_per_epoch", int), ("batch_size", int),
                        ("num_negatives", int), ("negative_pool", int),
                        ("positive_radius", float), ("negative_radius", float),

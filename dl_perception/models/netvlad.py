@@ -61,6 +61,9 @@ class NetVLADConfig:
     num_clusters: int = 64
     normalize_input: bool = True  # L2 on each local descriptor before the layer (paper: preL2)
     pca_dim: int = 256  # 0 = no whitening
+    # each principal direction is divided by its standard deviation to this power: 1 = PCA
+    # whitening (the paper), 0 = plain PCA projection
+    whitening_power: float = 1.0
     whitening_epsilon: float = 1e-6  # added to the PCA variances before dividing by them
 
 
@@ -268,7 +271,8 @@ class NetVLAD(PerceptionModel):
 
     def fit_whitening(self, vlads: torch.Tensor) -> None:
         """PCA whitening from N x vlad_dim training vectors (N >= pca_dim): project on the
-        leading principal directions, divide by the square root of their variances."""
+        leading principal directions, divide by their standard deviations (to the power
+        `whitening_power`)."""
         dim = self.config.pca_dim
         if not dim:
             raise ValueError("netvlad: this configuration has no whitening (pca_dim 0)")
@@ -285,7 +289,8 @@ class NetVLAD(PerceptionModel):
         eigenvalues, eigenvectors = eigenvalues[order].clamp_min(0), eigenvectors[:, order]
         directions = centred.T @ eigenvectors / eigenvalues.sqrt().clamp_min(1e-12)  # D x dim
         variances = eigenvalues / (vlads.shape[0] - 1)
-        projection = directions / (variances + self.config.whitening_epsilon).sqrt()
+        projection = directions / (variances + self.config.whitening_epsilon) ** (
+            self.config.whitening_power / 2)
         with torch.no_grad():
             self.whitening_mean.copy_(mean.float())
             self.whitening_projection.copy_(projection.T.float())
