@@ -180,6 +180,11 @@ def test_named_real_sets(shared_data):
         with pytest.raises(ValueError, match="validation"):
             refuse_validation_sets(spec)
     refuse_validation_sets("nordland:winter:0-2149")
+    from dl_perception.training.netvlad import NetVLADTrainConfig, train_netvlad
+    with pytest.raises(ValueError, match="validation"):  # not for model selection either
+        train_netvlad(["nordland:summer:0-9", "nordland:winter:0-9"], "unused.safetensors",
+                      NetVLADTrainConfig(), "cpu",
+                      validation=("cohog:match", "cohog:query"))
 
 
 def test_eval_named_sets_by_place_id_and_frame_tolerance(shared_data, tmp_path):

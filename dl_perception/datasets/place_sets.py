@@ -22,7 +22,8 @@ frames between blocks, more than neighbouring frames share):
     2175-2550    model selection (the training command's --val-db / --val-queries)
     2576-3575    validation, never trained on (`eval place`)
 
-cohog_vpr_pairs is validation only. Training refuses both validation parts.
+cohog_vpr_pairs is validation only. Training refuses both validation parts, as training data
+and as model-selection data.
 
 A set's meta may carry `positive_radius` / `negative_radius` in its position unit: training uses
 them instead of the command's metres.
@@ -57,14 +58,18 @@ def refuse_validation_sets(spec: str) -> None:
         return
     name, _, rest = spec.partition(":")
     if name == "cohog":
-        raise ValueError(f"{spec}: cohog_vpr_pairs is for validation only, never for training")
+        raise ValueError(f"{spec}: cohog_vpr_pairs is for validation only, never for training "
+                         "or model selection")
     if name == "nordland":
         parts = rest.split(":")
-        first, last = (int(v) for v in parts[1].split("-")) if len(parts) > 1 else (0, 1 << 30)
+        bounds = re.fullmatch(r"(\d+)-(\d+)", parts[1]) if len(parts) > 1 else None
+        if len(parts) > 1 and not bounds:
+            return  # a malformed range: read_named_set says what is wrong
+        first, last = (int(bounds[1]), int(bounds[2])) if bounds else (0, 1 << 30)
         if first <= NORDLAND_VALIDATION[1] and last >= NORDLAND_VALIDATION[0]:
             raise ValueError(f"{spec}: Nordland frames {NORDLAND_VALIDATION[0]}-"
                              f"{NORDLAND_VALIDATION[1]} are the held-out validation block, "
-                             "never trained on")
+                             "never used for training or model selection")
 
 
 def is_named_set(spec: str) -> bool:

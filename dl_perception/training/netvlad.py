@@ -354,6 +354,7 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
     folders = expand_specs(folders)
     for folder in folders + list(validation or ()):
         refuse_evaluation_worlds(folder)
+        refuse_validation_sets(folder)  # neither trained nor selected on
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     init_info = None
