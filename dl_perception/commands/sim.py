@@ -40,6 +40,7 @@ def record(args) -> int:
                        route=args.route, route_seed=args.route_seed, frames=args.frames,
                        rate_hz=args.rate, world_size=args.world_size, perturb=args.perturb,
                        bag=not args.no_bag, pilot_weights=args.pilot_weights,
+                       randomize=args.randomize,
                        camera=CameraSpec(args.width, args.height, args.hfov))
     print(f"recording world {cfg.world_seed} ({cfg.preset}, route {cfg.route}) to {cfg.out}")
     summary = run_record(cfg)
@@ -121,6 +122,11 @@ def register(verbs) -> None:
     r.add_argument("--height", type=int, default=240)
     r.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view (deg)")
     r.add_argument("--no-bag", action="store_true", help="skip OUT/bag (about 0.5 MB per frame)")
+    r.add_argument("--randomize", action="store_true",
+                   help="domain randomisation seeded by the world and route seeds: photo "
+                        "textures, clutter shapes, lighting and sky, field of view (replaces "
+                        "--hfov), height, pitch, exposure, blur, noise, grey cameras "
+                        "(docs/simulator.md)")
     r.set_defaults(func=record)
 
     x = sub.add_parser("export-sdf", help="write a world as a Gazebo (gz-sim) SDF world")
