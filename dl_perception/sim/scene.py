@@ -188,50 +188,45 @@ def _texture_size(length_m: float, height_m: float, px_per_m: float) -> tuple[in
 
 def _obstacle_parts(obstacle: Obstacle, preset: str, cache_dir: str | None, photo=None):
     """(name, mesh, texture path, geom position) for each visual/collision part. `photo`:
-    (path, seed) of a real photograph that replaces the procedural texture."""
+    (path, seed) of a real photograph whose crops replace the procedural textures."""
     seed = appearance_seed(obstacle.texture_seed, preset)
     sx, sy, sz = obstacle.size
     base = obstacle.z
-    if photo is not None:
-        parts = _obstacle_parts(obstacle, preset, cache_dir)
-        return [(name, mesh, _photo_png(photo, texture, cache_dir), z)
-                for name, mesh, texture, z in parts]
+
+    def texture(kind, width, height, kind_seed, px_per_m):
+        if photo is None:
+            return textures.cached_texture(kind, width, height, kind_seed, px_per_m, cache_dir)
+        return _photo_png(photo, width, height, cache_dir)
+
     if obstacle.shape == "ellipsoid":
         width, height = _texture_size(2 * math.pi * sx, math.pi * sz, 64.0)
-        texture = textures.cached_texture(obstacle.texture, width, height, seed,
-                                          width / (2 * math.pi * sx), cache_dir)
-        return [("", ellipsoid_mesh(sx, sz), texture, base + sz)]
+        return [("", ellipsoid_mesh(sx, sz), texture(obstacle.texture, width, height, seed,
+                                                     width / (2 * math.pi * sx)), base + sz)]
     if obstacle.shape == "box":
         ppm = 32.0 if obstacle.kind in ("building", "wall") else 64.0
         width, height = _texture_size(2 * (sx + sy), sz, ppm)
-        texture = textures.cached_texture(obstacle.texture, width, height, seed, width /
-                                          (2 * (sx + sy)), cache_dir)
-        return [("", box_mesh(sx, sy, sz), texture, base + sz / 2)]
+        return [("", box_mesh(sx, sy, sz), texture(obstacle.texture, width, height, seed,
+                                                   width / (2 * (sx + sy))), base + sz / 2)]
     if obstacle.shape == "cylinder":
         width, height = _texture_size(2 * math.pi * sx, sz, 64.0)
-        texture = textures.cached_texture(obstacle.texture, width, height, seed,
-                                          width / (2 * math.pi * sx), cache_dir)
-        return [("", cylinder_mesh(sx, sz), texture, base + sz / 2)]
+        return [("", cylinder_mesh(sx, sz), texture(obstacle.texture, width, height, seed,
+                                                    width / (2 * math.pi * sx)), base + sz / 2)]
     trunk_radius, crown_radius, crown_half = sx, sy, sz
     trunk_height = obstacle.crown_base + crown_half
     width, height = _texture_size(2 * math.pi * trunk_radius, trunk_height, 64.0)
-    bark = textures.cached_texture("bark", width, height, seed, width /
-                                   (2 * math.pi * trunk_radius), cache_dir)
+    bark = texture("bark", width, height, seed, width / (2 * math.pi * trunk_radius))
     width, height = _texture_size(2 * math.pi * crown_radius, math.pi * crown_half, 48.0)
-    leaves = textures.cached_texture("foliage", width, height, seed + 1, 48.0, cache_dir)
+    leaves = texture("foliage", width, height, seed + 1, 48.0)
     return [("_trunk", cylinder_mesh(trunk_radius, trunk_height, 12), bark,
              base + trunk_height / 2),
             ("_crown", ellipsoid_mesh(crown_radius, crown_half), leaves,
              base + obstacle.crown_base + crown_half)]
 
 
-def _photo_png(photo, procedural_png: str, cache_dir: str | None) -> str:
-    """A photo texture of the procedural texture's size (cached like every texture)."""
-    import cv2
-
+def _photo_png(photo, width: int, height: int, cache_dir: str | None) -> str:
+    """A width x height texture of crops of the photo (cached like every texture)."""
     from .randomization import photo_texture
     path, seed = photo
-    height, width = cv2.imread(procedural_png, cv2.IMREAD_UNCHANGED).shape[:2]
     return textures.cached_png(f"photo/{width}x{height}/{seed}/{path}",
                                lambda: photo_texture(path, width, height, seed), cache_dir)
 
