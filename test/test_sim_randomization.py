@@ -129,3 +129,22 @@ def test_randomized_recording_is_seeded_and_documented(shared_data, tmp_path):
         (tmp_path / "plain" / "images/000003.png").read_bytes()
     heights = [f.position[2] for f in sequence.frames]
     assert abs(heights[0] - draw["altitude"]) < 0.3
+
+
+def test_rooms_are_closed_boxes_with_objects_and_exact_depth(shared_data, tmp_path):
+    from dl_perception.datasets.sequence import read_sequence
+    from dl_perception.sim.rooms import ROOM_SEED_OFFSET, record_rooms, room_world
+
+    world, height = room_world(4)
+    assert world.seed == ROOM_SEED_OFFSET + 4 and 2.2 <= height <= 3.5
+    shapes = {o.shape for o in world.obstacles if o.kind in ("object", "table")}
+    assert shapes and shapes <= {"ellipsoid", "cylinder", "box"}
+    summary = record_rooms(str(tmp_path), 4, rooms=1, frames_per_room=3, width=80, height=60,
+                           log=lambda _: None)
+    assert summary["frames"] == 3
+    sequence = read_sequence(str(tmp_path / "room_000004"))
+    diagonal = math.hypot(world.street_x[1] * 2 + 1, world.street_y[1] * 2 + 1)
+    for frame in sequence.frames:
+        depth = frame.load_depth()
+        assert np.isfinite(depth).mean() > 0.99  # closed: every pixel sees a surface
+        assert np.nanmax(depth) < math.hypot(diagonal, height) + 0.5

@@ -53,6 +53,14 @@ def record(args) -> int:
     return 0
 
 
+def record_rooms(args) -> int:
+    from ..sim.rooms import record_rooms as run_rooms
+    summary = run_rooms(args.out, args.seed, args.rooms, args.frames_per_room, args.width,
+                        args.height)
+    print(f"wrote {summary['frames']} frames of {summary['rooms']} rooms to {args.out}")
+    return 0
+
+
 def export_sdf(args) -> int:
     from ..sim.sdf import write_world_sdf
     write_world_sdf(args.world_seed, args.out, args.world_size)
@@ -128,6 +136,16 @@ def register(verbs) -> None:
                         "--hfov), height, pitch, exposure, blur, noise, grey cameras "
                         "(docs/simulator.md)")
     r.set_defaults(func=record)
+
+    rr = sub.add_parser("record-rooms", help="randomised rooms seen from random camera poses: "
+                                             "one sequence folder per room (depth training data)")
+    rr.add_argument("--seed", type=int, required=True, help="first room's seed")
+    rr.add_argument("--rooms", type=int, default=10)
+    rr.add_argument("--frames-per-room", dest="frames_per_room", type=int, default=12)
+    rr.add_argument("--width", type=int, default=320)
+    rr.add_argument("--height", type=int, default=240)
+    rr.add_argument("--out", required=True, help="output folder (one room_<seed> per room)")
+    rr.set_defaults(func=record_rooms)
 
     x = sub.add_parser("export-sdf", help="write a world as a Gazebo (gz-sim) SDF world")
     x.add_argument("--world-seed", dest="world_seed", type=int, required=True)
