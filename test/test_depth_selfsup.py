@@ -152,3 +152,24 @@ def test_train_mixes_simulator_video_and_posed_images_and_resumes(tmp_path):
                            text=True, env=env, timeout=600)
     assert again.returncode == 0, again.stdout + again.stderr
     assert "coarse epoch 1/1" not in again.stdout
+
+
+def test_selection_and_heldout_scores(tmp_path):
+    from test_depth_cli import ground_and_box_sequence
+
+    from dl_perception.models.depth import EigenDepth
+    from dl_perception.training.depth import DepthTrainConfig, heldout_scores, selection_score
+
+    metrics = {"abs_rel": 0.1, "val_posed_photometric": 0.2}
+    assert selection_score(metrics) == pytest.approx(0.3)
+    assert selection_score(metrics, "simulator") == pytest.approx(0.1)
+    with pytest.raises(ValueError, match="unknown selection"):
+        selection_score(metrics, "validation")
+    sim = ground_and_box_sequence(tmp_path / "sim" / "world_6", 6, frames=10)
+    posed = _posed_folder(tmp_path / "posed")
+    weights = str(tmp_path / "w.safetensors")
+    EigenDepth(EigenDepth.make_config("cpu")).save(weights)
+    scores = heldout_scores(weights, [str(tmp_path / "sim")], [posed], torch.device("cpu"),
+                            DepthTrainConfig(posed_val_scenes="wall-B"), log=lambda _: None)
+    assert set(scores) == {"sim_abs_rel", "sim_median_scaled_abs_rel", "val_posed_photometric"}
+    assert all(np.isfinite(v) and v > 0 for v in scores.values())

@@ -90,6 +90,9 @@ def register(verbs) -> None:
                    "self-supervised reprojection loss with a learnt pose network")
     t.add_argument("--posed", nargs="+", help="folder(s) of <scene>/cameras.csv + images/ (known "
                    "cameras, e.g. strecha_mvs): reprojection loss with the true poses")
+    t.add_argument("--select-on", dest="select_on", choices=("combined", "simulator"),
+                   help="checkpoint choice per stack: combined (default: simulator validation "
+                        "abs rel + held-out posed photometric error) or simulator (abs rel)")
     t.add_argument("--resume", action="store_true",
                    help="continue a killed run from OUT.resume.pt (same arguments)")
     t.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), coarse or fine")

@@ -55,6 +55,7 @@ class DepthTrainConfig:
     posed_weight: float = 1.0  # reprojection loss on multi-view images with known cameras
     posed_val_scenes: str = "entry-P10"  # comma-separated scenes held out for validation
     pose_lr: float = 1e-4  # Adam rate of the pose network
+    select_on: str = "combined"  # checkpoint choice: combined (below) or simulator (abs rel)
 
 
 def scale_invariant_loss(log_prediction: torch.Tensor, target: torch.Tensor,
@@ -305,10 +306,14 @@ class RealSupervision:
         return metrics
 
 
-def selection_score(metrics: dict) -> float:
-    """What the checkpoint keeps the best of: the simulator validation frames' abs rel plus the
-    held-out real frames' photometric error with known poses (both lower is better)."""
-    return metrics.get("abs_rel", 0.0) + metrics.get("val_posed_photometric", 0.0)
+def selection_score(metrics: dict, select_on: str = "combined") -> float:
+    """What the checkpoint keeps the best of: the simulator validation frames' abs rel plus
+    (`combined`) the held-out real frames' photometric error with known poses (both lower is
+    better), or (`simulator`) the abs rel alone."""
+    if select_on not in ("combined", "simulator"):
+        raise ValueError(f"unknown selection '{select_on}' (combined or simulator)")
+    posed = metrics.get("val_posed_photometric", 0.0) if select_on == "combined" else 0.0
+    return metrics.get("abs_rel", 0.0) + posed
 
 
 def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, device: torch.device,
@@ -396,7 +401,7 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
             metrics.update(real.validation(output))
             return {"stack": STACKS.index(stack), "stage_epoch": epoch,
                     **({"loss": loss} if loss is not None else {}), **metrics,
-                    "score": selection_score(metrics)}
+                    "score": selection_score(metrics, cfg.select_on)}
 
         def keep_if_best(row: dict, epoch: int) -> float:
             nonlocal best
@@ -464,3 +469,36 @@ def _format_metrics(row: dict) -> str:
     simulator_validation = ("abs_rel", "delta_1", "rmse", "si_rmse_log")
     return " ".join(f"{'val_' if k in simulator_validation else ''}{k} {v:.4f}"
                     for k, v in row.items() if k not in ("stack", "stage_epoch"))
+
+
+def heldout_scores(weights: str, dataset_dirs: list[str], posed_dirs: list[str],
+                   device: torch.device, cfg: DepthTrainConfig | None = None,
+                   output: str = "log_depth", log=print) -> dict:
+    """A checkpoint's errors on the held-out part of training-side data, for choosing between
+    runs trained on different data: per dataset folder given, the abs rel (raw and median-
+    scaled) of its folders' validation frames (the last `val_fraction`), and the photometric
+    error on the posed images' validation scenes (true poses: real images, metric)."""
+    from ..evaluation.metrics import DepthErrorMeans
+
+    cfg = cfg or DepthTrainConfig()
+    model = EigenDepth.from_checkpoint(weights).to(device).eval()
+    scores = {}
+    for directory in dataset_dirs:
+        samples, _ = collect_samples([directory], "auto", cfg.frame_stride)
+        _, val_idx = split_by_source(samples, cfg.val_fraction)
+        data = DepthData([samples[i] for i in val_idx], model, log=log)
+        means = DepthErrorMeans()
+        with torch.inference_mode():
+            for start in range(0, len(data), 64):
+                images, targets = data.batch(range(start, min(len(data), start + 64)), None)
+                depth = torch.exp(model(images.to(device))[output]).cpu().numpy()
+                for prediction, target in zip(depth, targets.numpy()):
+                    means.add(prediction[0], target[0])
+        summary = means.summary()
+        name = os.path.basename(os.path.normpath(directory))
+        scores[f"{name}_abs_rel"] = summary["raw"]["abs_rel"]
+        scores[f"{name}_median_scaled_abs_rel"] = summary["median_scaled"]["abs_rel"]
+    if posed_dirs:
+        real = RealSupervision(model, cfg, [], posed_dirs, device, log=log)
+        scores.update(real.validation(output))
+    return scores
