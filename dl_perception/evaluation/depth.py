@@ -20,7 +20,7 @@ import torch
 from ..datasets.depth import load_rgb, load_sample_depth, read_depth_dataset
 from ..imaging import DecodedImage
 from ..models.depth import EigenDepth
-from .metrics import DEPTH_ERRORS, DepthErrorMeans
+from .metrics import DEPTH_ERRORS, DepthErrorMeans, depth_errors
 
 LABELS = {
     "abs_rel": "abs rel",
@@ -136,7 +136,6 @@ def evaluate_depth(weights: str, data_dirs: list[str], device: torch.device, fmt
                 scores.outside_view += int((has_truth & ~scored).sum())
             if error_maps and index % picture_every == 0 and \
                     index // picture_every < error_maps_per_set:
-                from .metrics import depth_errors
                 constant_errors = depth_errors(constant, truth) if baseline == "constant" else None
                 panel = error_map_panel(rgb, truth, prediction,
                                         constant_errors["abs_rel"] if constant_errors else None)
