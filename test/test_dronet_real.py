@@ -244,3 +244,31 @@ def test_info_set_records_provenance_without_touching_the_tensors(official_drone
     assert info["info"]["weights_sha256"].startswith("7e9ddfae")  # earlier entries kept
     before, after = load_checkpoint(official_dronet), load_checkpoint(str(out))
     assert all(torch.equal(before.state_dict[k], after.state_dict[k]) for k in before.state_dict)
+
+
+@pytest.mark.parametrize("anchor", ["bottom", "centre"])
+def test_pulp_layout_trains_and_its_batched_preprocessing_matches(anchor):
+    from dl_perception import tensor_preprocess
+    from dl_perception.imaging import DecodedImage
+    from dl_perception.models.dronet import DroNet
+    from dl_perception.training.dronet import dronet_loss
+
+    model = DroNet(DroNet.make_config(layout="pulp", resize_to=[324, 244], crop_anchor=anchor,
+                                      stem_batchnorm=True, shortcut_batchnorm=True,
+                                      conv_bias=False, head_bias=False, head_activation=False))
+    assert model.steering.bias is None and model.blocks[0].shortcut_bn is not None
+    frames = np.random.default_rng(2).integers(0, 256, (2, 244, 324, 3), dtype=np.uint8)
+    reference = torch.cat([model.preprocess(DecodedImage(f, "rgb8")) for f in frames])
+    batch = model.preprocess_tensor(tensor_preprocess.upload(list(frames), torch.device("cpu")))
+    assert batch.shape == reference.shape == (2, 1, 200, 200)
+    assert float((batch - reference).abs().max()) <= 1.0 / 255 + 1e-6
+    model.train()
+    before = model.blocks[2].conv2.weight.clone()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    loss, _ = dronet_loss(model(reference), torch.tensor([0.3, -0.2]), torch.tensor([1.0, 0.0]),
+                          2, 2, 1.0)
+    (loss + model.regularization_loss()).backward()
+    optimizer.step()
+    assert not torch.equal(before, model.blocks[2].conv2.weight)
+    with pytest.raises(ValueError, match="layout 'pulp'"):
+        DroNet.make_config(stem_batchnorm=True)  # the keras layout is the official model exactly

@@ -175,14 +175,14 @@ def refuse_real_validation(spec: str) -> None:
     root, start, end = parse_dataset_spec(spec)
     for name, (lo, hi) in REAL_VALIDATION.items():
         reserved = os.path.join(shared_data_dir(), name)
-        if os.path.isdir(reserved) and os.path.samefile(root, reserved) and start < hi and end > lo:
+        if os.path.isdir(reserved) and os.path.isdir(root) and os.path.samefile(root, reserved) \
+                and start < hi and end > lo:
             raise TrainingDataError(
                 f"{spec}: frames {lo:g}-{hi:g} of {name} are real validation data and never used "
                 f"for training" + (f" (train on {name}@0:{lo:g})" if lo > 0 else ""))
 
 
-def split_train_val(data_specs: list[str], counts: list[int],
-                    cfg: DroNetTrainConfig) -> tuple[np.ndarray, np.ndarray]:
+def split_train_val(counts: list[int], cfg: DroNetTrainConfig) -> tuple[np.ndarray, np.ndarray]:
     """Indices into the concatenated datasets: random frames, or the tail of each dataset (for
     sequences, where neighbouring frames are near copies)."""
     if cfg.val_split == "random":
@@ -234,7 +234,7 @@ def train_dronet(dataset_dirs: list[str], out_path: str, cfg: DroNetTrainConfig,
     model = DroNet.from_checkpoint(init_weights) if init_weights else DroNet(DroNet.make_config())
     model.to(device)
     data = DroNetData(samples, model)
-    train_idx, val_idx = split_train_val(dataset_dirs, [len(p) for p in per_dataset], cfg)
+    train_idx, val_idx = split_train_val([len(p) for p in per_dataset], cfg)
     n_steer = int(np.isfinite(data.steering).sum())
     n_coll = int(np.isfinite(data.collision).sum())
     log(f"dronet: {len(samples)} samples ({n_steer} steering, {n_coll} collision labels), "
@@ -260,8 +260,9 @@ def train_dronet(dataset_dirs: list[str], out_path: str, cfg: DroNetTrainConfig,
         log(f"dronet: resuming after epoch {first_epoch}")
     best = min((row["val_loss"] for row in run.rows if math.isfinite(row.get("val_loss", math.nan))),
                default=math.inf)
-    info = {"trained_on": dataset_dirs, "collision_only": collision_only, "world_seeds": dataset_world_seeds(
-        [parse_dataset_spec(d)[0] for d in dataset_dirs]), "train_config": asdict(cfg)}
+    info = {"trained_on": dataset_dirs, "collision_only": collision_only,
+            "world_seeds": dataset_world_seeds([parse_dataset_spec(d)[0] for d in dataset_dirs]),
+            "train_config": asdict(cfg)}
     if init_weights:
         info["initialised_from"] = init_weights
         parent = model.checkpoint_info
