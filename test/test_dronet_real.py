@@ -184,13 +184,13 @@ def test_finetune_freeze_distill_tail_split_and_resume(official_dronet, tmp_path
     _stripes(data)
     out = str(tmp_path / "tuned.safetensors")
     cfg = DroNetTrainConfig(epochs=2, batch_size=8, learning_rate=1e-3, val_split="tail",
-                            val_fraction=0.25, photometric=1.0, distill_collision=official_dronet,
+                            val_fraction=0.25, photometric=1.0, distill_collision=[official_dronet],
                             freeze=["conv1", "blocks", "collision"], collision_start_epoch=-1)
     logs = []
     tuned = train_dronet([str(data)], out, cfg, torch.device("cpu"), init_weights=official_dronet,
                          log=logs.append)
     assert any("18 train / 6 held out (tail)" in line for line in logs)
-    assert any("8 frames take their collision target" in line for line in logs)
+    assert any("8 frames take their collision target from 1 teacher" in line for line in logs)
     official = DroNet.from_checkpoint(official_dronet)
     tuned_state, official_state = tuned.state_dict(), official.state_dict()
     for key in tuned_state:  # frozen weights and BN statistics stay the official ones
@@ -228,6 +228,11 @@ def test_shipped_checkpoints_by_purpose():
     assert resolve_weights("dronet", "shipped:sim").endswith("dronet_sim.safetensors")
     with pytest.raises(CheckpointError, match="dronet_moon.safetensors"):
         resolve_weights("dronet", "shipped:moon")
+    import yaml
+
+    from dl_perception.paths import REPO_DIR
+    sim = yaml.safe_load(open(os.path.join(REPO_DIR, "config", "sim.yaml")))
+    assert sim["dronet_node"]["ros__parameters"]["weights"] == "shipped:sim"
     real = load_checkpoint(shipped_weights("dronet"))
     assert real.info["licence"].startswith("MIT")  # derived from the official release
     assert os.path.getsize(shipped_weights("dronet")) < 3_000_000
@@ -272,3 +277,25 @@ def test_pulp_layout_trains_and_its_batched_preprocessing_matches(anchor):
     assert not torch.equal(before, model.blocks[2].conv2.weight)
     with pytest.raises(ValueError, match="layout 'pulp'"):
         DroNet.make_config(stem_batchnorm=True)  # the keras layout is the official model exactly
+
+
+def test_distillation_targets_are_the_teachers_mean_blended_with_the_labels(official_dronet,
+                                                                            tmp_path):
+    from dl_perception.datasets.dronet import read_dronet_dataset
+    from dl_perception.models.dronet import DroNet
+    from dl_perception.training.dronet import DroNetData, DroNetTrainConfig, distill_labels, predict
+
+    _stripes(tmp_path / "data", frames=6)
+    samples = read_dronet_dataset(str(tmp_path / "data"))
+    official = DroNet.from_checkpoint(official_dronet)
+    data = DroNetData(samples, official)
+    labels, collision = data.steering.copy(), data.collision.copy()
+    teacher_s, teacher_c = predict(official, data, np.arange(6))
+    cfg = DroNetTrainConfig(distill_collision=[official_dronet, official_dronet],
+                            distill_steering=[official_dronet], distill_steering_weight=0.25)
+    distill_labels(data, samples, cfg, torch.device("cpu"), log=lambda _: None)
+    np.testing.assert_allclose(data.steering, 0.25 * teacher_s + 0.75 * labels, atol=1e-6)
+    unlabelled = np.isnan(collision)
+    assert unlabelled.sum() == 2
+    np.testing.assert_allclose(data.collision[unlabelled], teacher_c[unlabelled], atol=1e-6)
+    assert np.array_equal(data.collision[~unlabelled], collision[~unlabelled])  # labels kept

@@ -116,8 +116,13 @@ def register(verbs) -> None:
     t.add_argument("--val-split", dest="val_split", choices=("random", "tail"),
                    help="held-out frames for choosing the epoch: random (default) or the last "
                         "--val-fraction of each dataset (sequences)")
-    t.add_argument("--distill-collision", dest="distill_collision", metavar="TEACHER",
-                   help="frames without a collision label learn this checkpoint's probability")
+    t.add_argument("--distill-collision", dest="distill_collision", nargs="+", metavar="TEACHER",
+                   help="frames without a collision label learn the mean probability of these "
+                        "checkpoints")
+    t.add_argument("--distill-steering", dest="distill_steering", nargs="+", metavar="TEACHER",
+                   help="steering target = --distill-steering-weight x these checkpoints' mean "
+                        "steering + the rest x the label")
+    t.add_argument("--distill-steering-weight", dest="distill_steering_weight", type=float)
     t.add_argument("--freeze", nargs="+", metavar="PREFIX",
                    help="parameter-name prefixes to keep fixed, e.g. conv1 blocks collision")
     add_device_arg(t)

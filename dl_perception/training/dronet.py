@@ -9,7 +9,9 @@ after the first epochs. Each sample may carry a steering label, a collision labe
 For real cameras (docs/dronet.md) the same loop adds: a camera-response augmentation (gain,
 gamma, offset, blur, sensor noise) beside the official shift/rotation; collision distillation
 (frames without a collision label learn a teacher checkpoint's probability, so fine-tuning the
-steering head on driving video keeps the teacher's collision behaviour); frozen layers; a
+steering head on driving video keeps the teacher's collision behaviour) and steering
+distillation, both from the mean of several teachers (an ensemble of the real-trained releases
+distilled into one network); frozen layers; a
 held-out tail of each training sequence for choosing the epoch; and refusal of the real
 validation sets (`REAL_VALIDATION`). Every epoch is recorded by `TrainingRun` (history CSV, loss
 plot, resume state beside the output checkpoint).
@@ -58,7 +60,13 @@ class DroNetTrainConfig:
     photometric: float = 0.0
     val_fraction: float = 0.1
     val_split: str = "random"  # "random" frames, or "tail": the last val_fraction of each dataset
-    distill_collision: str = ""  # teacher checkpoint for frames without a collision label
+    # knowledge distillation from teacher checkpoints (the mean of their outputs): frames without a
+    # collision label learn the teachers' probability; the steering target becomes
+    # distill_steering_weight x teachers' steering + the rest x the label (the teachers' alone
+    # where a frame has no label)
+    distill_collision: list = field(default_factory=list)
+    distill_steering: list = field(default_factory=list)
+    distill_steering_weight: float = 0.5
     freeze: list = field(default_factory=list)  # parameter-name prefixes kept fixed
     seed: int = 0
 
@@ -198,16 +206,37 @@ def split_train_val(counts: list[int], cfg: DroNetTrainConfig) -> tuple[np.ndarr
     return np.concatenate(train), np.concatenate(val)
 
 
-def distill_collision_labels(data: "DroNetData", samples: list[DroNetSample], teacher_path: str,
-                             device: torch.device) -> int:
-    """Frames without a collision label get the teacher's probability (its own preprocessing)."""
-    teacher = DroNet.from_checkpoint(teacher_path).to(device)
-    missing = np.flatnonzero(~np.isfinite(data.collision))
-    if len(missing):
-        teacher_data = DroNetData([samples[i] for i in missing], teacher)
-        _, probability = predict(teacher, teacher_data, np.arange(len(missing)), device=device)
-        data.collision[missing] = probability
-    return len(missing)
+def teacher_outputs(samples: list[DroNetSample], teachers: list[str],
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray]:
+    """Mean steering and collision probability of the teacher checkpoints on every sample, each
+    teacher with its own preprocessing (a PULP-DroNet teacher crops differently)."""
+    steering, collision = [], []
+    for path in teachers:
+        teacher = DroNet.from_checkpoint(path).to(device)
+        s, c = predict(teacher, DroNetData(samples, teacher), np.arange(len(samples)), device=device)
+        steering.append(s)
+        collision.append(c)
+    return np.mean(steering, axis=0), np.mean(collision, axis=0)
+
+
+def distill_labels(data: "DroNetData", samples: list[DroNetSample], cfg: DroNetTrainConfig,
+                   device: torch.device, log=print) -> None:
+    if cfg.distill_collision:
+        missing = np.flatnonzero(~np.isfinite(data.collision))
+        if len(missing):
+            _, probability = teacher_outputs([samples[i] for i in missing], cfg.distill_collision,
+                                             device)
+            data.collision[missing] = probability
+        log(f"dronet: {len(missing)} frames take their collision target from "
+            f"{len(cfg.distill_collision)} teacher(s)")
+    if cfg.distill_steering:
+        steering, _ = teacher_outputs(samples, cfg.distill_steering, device)
+        weight = cfg.distill_steering_weight
+        data.steering = np.where(np.isfinite(data.steering),
+                                 weight * steering + (1 - weight) * data.steering,
+                                 steering).astype(np.float32)
+        log(f"dronet: steering targets = {weight:g} x the mean of {len(cfg.distill_steering)} "
+            f"teacher(s) + {1 - weight:g} x the label")
 
 
 def _frozen(name: str, prefixes: list[str]) -> bool:
@@ -239,9 +268,7 @@ def train_dronet(dataset_dirs: list[str], out_path: str, cfg: DroNetTrainConfig,
     n_coll = int(np.isfinite(data.collision).sum())
     log(f"dronet: {len(samples)} samples ({n_steer} steering, {n_coll} collision labels), "
         f"{len(train_idx)} train / {len(val_idx)} held out ({cfg.val_split}), device {device}")
-    if cfg.distill_collision:
-        count = distill_collision_labels(data, samples, cfg.distill_collision, device)
-        log(f"dronet: {count} frames take their collision target from {cfg.distill_collision}")
+    distill_labels(data, samples, cfg, device, log)
     frozen_params = [p for n, p in model.named_parameters() if _frozen(n, cfg.freeze)]
     if cfg.freeze and not frozen_params:
         raise ValueError(f"--freeze {cfg.freeze}: no parameter has such a name prefix")
