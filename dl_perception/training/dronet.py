@@ -207,30 +207,31 @@ def split_train_val(counts: list[int], cfg: DroNetTrainConfig) -> tuple[np.ndarr
 
 
 def teacher_outputs(samples: list[DroNetSample], teachers: list[str],
-                    device: torch.device) -> tuple[np.ndarray, np.ndarray]:
-    """Mean steering and collision probability of the teacher checkpoints on every sample, each
-    teacher with its own preprocessing (a PULP-DroNet teacher crops differently)."""
-    steering, collision = [], []
-    for path in teachers:
+                    device: torch.device) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Each teacher checkpoint's steering and collision probability on every sample, with its own
+    preprocessing (a PULP-DroNet teacher crops differently)."""
+    outputs = {}
+    for path in dict.fromkeys(teachers):
         teacher = DroNet.from_checkpoint(path).to(device)
-        s, c = predict(teacher, DroNetData(samples, teacher), np.arange(len(samples)), device=device)
-        steering.append(s)
-        collision.append(c)
-    return np.mean(steering, axis=0), np.mean(collision, axis=0)
+        outputs[path] = predict(teacher, DroNetData(samples, teacher), np.arange(len(samples)),
+                                device=device)
+    return outputs
 
 
 def distill_labels(data: "DroNetData", samples: list[DroNetSample], cfg: DroNetTrainConfig,
                    device: torch.device, log=print) -> None:
+    """Replace the targets by the teachers' mean outputs as DroNetTrainConfig describes."""
+    if not cfg.distill_collision and not cfg.distill_steering:
+        return
+    outputs = teacher_outputs(samples, [*cfg.distill_collision, *cfg.distill_steering], device)
     if cfg.distill_collision:
-        missing = np.flatnonzero(~np.isfinite(data.collision))
-        if len(missing):
-            _, probability = teacher_outputs([samples[i] for i in missing], cfg.distill_collision,
-                                             device)
-            data.collision[missing] = probability
-        log(f"dronet: {len(missing)} frames take their collision target from "
+        missing = ~np.isfinite(data.collision)
+        probability = np.mean([outputs[t][1] for t in cfg.distill_collision], axis=0)
+        data.collision[missing] = probability[missing]
+        log(f"dronet: {int(missing.sum())} frames take their collision target from "
             f"{len(cfg.distill_collision)} teacher(s)")
     if cfg.distill_steering:
-        steering, _ = teacher_outputs(samples, cfg.distill_steering, device)
+        steering = np.mean([outputs[t][0] for t in cfg.distill_steering], axis=0)
         weight = cfg.distill_steering_weight
         data.steering = np.where(np.isfinite(data.steering),
                                  weight * steering + (1 - weight) * data.steering,
