@@ -276,4 +276,7 @@ def checked_config(config_class: type, values: dict, bounds: dict[str, tuple],
             {"int", "float", "str", "bool"}
         _check_value(name, value, kind, depth, element_kinds, bounds.get(name),
                      empty_ok=not lists or any(not s for s in lists))
-    return config_class(**values)
+    try:
+        return config_class(**values)
+    except ValueError as error:  # a config's own consistency checks (__post_init__)
+        raise CheckpointError(f"config: {error}") from None

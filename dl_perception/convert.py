@@ -1,8 +1,14 @@
 """Converters from foreign weight files to the project's checkpoint format.
 
-`dronet_keras`: the official DroNet release (Keras 2 functional model JSON + HDF5 weights). Layers
-are matched by following the model graph in the JSON, not by their auto-generated names, so a
-re-exported model with other layer numbering converts too.
+`dronet_keras`: the official DroNet release (Keras 2 functional model JSON + HDF5 weights; MIT,
+Copyright (c) 2018 Robotics and Perception Group). Layers are matched by following the model graph
+in the JSON, not by their auto-generated names, so a re-exported model with other layer numbering
+converts too.
+
+`pulp_dronet`: PULP-DroNet v2 (GAPflow and NEMO/DORY flavours) and v3 (ResBlock) PyTorch
+state_dicts (pulp-platform/pulp-dronet, Apache-2.0) into the "pulp" layout of the DroNet model
+(models/dronet.py). The flavour is recognised from the state_dict's keys; their fc layer's two
+outputs become the steering and collision heads.
 """
 from __future__ import annotations
 
@@ -18,6 +24,10 @@ from .models.dronet import DroNet, DroNetConfig
 
 # a model description larger than this is not a network description
 MAX_MODEL_JSON_BYTES = 16 << 20
+
+
+OFFICIAL_LICENCE = "MIT, Copyright (c) 2018 Robotics and Perception Group (rpg_public_dronet)"
+PULP_LICENCE = "Apache-2.0, ETH Zurich / University of Bologna (pulp-platform/pulp-dronet)"
 
 
 class ConversionError(RuntimeError):
@@ -212,10 +222,101 @@ def dronet_keras(json_path: str, weights_path: str) -> tuple[DroNet, dict]:
                               f"{type(error).__name__}: {str(error)[:200]}") from None
     model = checked_model(DroNet, config, state, weights_path)
     info = {
-        "source": "official DroNet release (Keras)",
+        "source": "official DroNet release (Keras), rpg_public_dronet",
+        "licence": OFFICIAL_LICENCE,
         "model_json": json_path,
         "model_json_sha256": _sha256(json_path),
         "weights_sha256": _sha256(weights_path),
         "keras_layers": mapping,
+    }
+    return model, info
+
+
+# PULP-DroNet flavour -> (stem conv, block prefix, config flags). Recognised by the stem's key
+# and the block naming; "v3" ResBlock weights share the NEMO/DORY layout.
+_PULP_FLAVOURS = {
+    "v2-gapflow": ("layer1", "resBlock", dict(
+        stem_batchnorm=False, shortcut_batchnorm=False, conv_bias=True, head_bias=True,
+        head_activation=True)),
+    "v2-nemo-dory": ("first_conv", "resBlock", dict(
+        stem_batchnorm=True, shortcut_batchnorm=True, conv_bias=False, head_bias=False,
+        head_activation=False)),
+    "v3-resblock": ("first_conv", "Block", dict(
+        stem_batchnorm=True, shortcut_batchnorm=True, conv_bias=False, head_bias=False,
+        head_activation=False)),
+}
+PULP_OUTPUTS = {
+    "v2-gapflow": "steering angle (Udacity scale), collision probability",
+    "v2-nemo-dory": "steering angle (Udacity scale), collision probability",
+    "v3-resblock": "yaw-rate command normalised to [-1, 1] (positive = turn left), "
+                   "collision probability (obstacle closer than 2 m)",
+}
+
+
+def _pulp_flavour(state: dict) -> str:
+    if "layer1.weight" in state and "resBlock1.conv1.weight" in state:
+        return "v2-gapflow"
+    if "first_conv.weight" in state and "resBlock1.bn_bypass.weight" in state:
+        return "v2-nemo-dory"
+    if "first_conv.weight" in state and "Block1.bn_bypass.weight" in state:
+        return "v3-resblock"
+    if "Block1.depthconv1.weight" in state:
+        raise ConversionError(
+            "this is Tiny-PULP-DroNet v3 (depthwise-separable blocks without shortcuts), which is "
+            "not a DroNet layout; only v2 (GAPflow, NEMO/DORY) and v3 ResBlock weights convert")
+    raise ConversionError(f"not a PULP-DroNet state_dict (keys {sorted(state)[:4]} ...)")
+
+
+def pulp_dronet(weights_path: str, crop_anchor: str | None = None) -> tuple[DroNet, dict]:
+    """Build a DroNet ("pulp" layout) holding PULP-DroNet weights. `crop_anchor` defaults to
+    where upstream crops its 324x244 frames: the bottom for v2, the centre for v3."""
+    try:
+        state = torch.load(weights_path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many kinds for a file that is not a state_dict
+        raise ConversionError(f"cannot read PyTorch weights {weights_path}: {error}") from None
+    if not isinstance(state, dict):
+        raise ConversionError(f"{weights_path} holds a {type(state).__name__}, not a state_dict")
+    flavour = _pulp_flavour(state)
+    stem, block, flags = _PULP_FLAVOURS[flavour]
+    blocks = sorted(int(k[len(block):].split(".")[0]) for k in state
+                    if k.startswith(block) and k.endswith(".conv1.weight"))
+    channels = [int(state[f"{block}{i}.conv2.weight"].shape[0]) for i in blocks]
+    fc = state["fc.weight"]
+    if fc.shape[0] != 2:
+        raise ConversionError(f"expected a 2-output fc layer (steering, collision), got {tuple(fc.shape)}")
+    config = DroNetConfig(
+        layout="pulp", block_channels=channels, resize_to=[324, 244],
+        crop_anchor=crop_anchor or ("centre" if flavour.startswith("v3") else "bottom"), **flags)
+    model = DroNet(config)
+    names = {"conv1": stem, "stem_bn": "bn1", "steering": "fc", "collision": "fc"}
+    for index, number in enumerate(blocks):
+        for ours, theirs in (("conv1", "conv1"), ("conv2", "conv2"), ("bn1", "bn1"), ("bn2", "bn2"),
+                             ("shortcut", "bypass"), ("shortcut_bn", "bn_bypass")):
+            names[f"blocks.{index}.{ours}"] = f"{block}{number}.{theirs}"
+    converted, used = {}, set()
+    for key, target in model.state_dict().items():
+        module, _, parameter = key.rpartition(".")
+        source = f"{names[module]}.{parameter}"
+        if source not in state:
+            raise ConversionError(f"{weights_path}: no {source} for {key} ({flavour})")
+        value = state[source]
+        if module in ("steering", "collision"):  # fc row 0 = steering, row 1 = collision
+            value = value[0 if module == "steering" else 1].reshape(target.shape)
+        if value.shape != target.shape:
+            raise ConversionError(f"{source}: shape {tuple(value.shape)}, model expects "
+                                  f"{tuple(target.shape)} for {key}")
+        converted[key] = value.to(target.dtype)
+        used.add(source)
+    unused = sorted(set(state) - used)
+    if unused:
+        raise ConversionError(f"{weights_path}: weights left unconverted: {unused[:5]}")
+    model = checked_model(DroNet, config, converted, weights_path)
+    info = {
+        "source": f"PULP-DroNet {flavour} (pulp-platform/pulp-dronet)",
+        "licence": PULP_LICENCE,
+        "weights": weights_path,
+        "weights_sha256": _sha256(weights_path),
+        "flavour": flavour,
+        "outputs": PULP_OUTPUTS[flavour],
     }
     return model, info

@@ -34,8 +34,9 @@ def annotate(rgb: np.ndarray, steering: float, collision: float, forward: float,
 
 
 def _default_weights(out_dir: str) -> str:
-    """The shipped DroNet checkpoint, else the official release converted from the shared data."""
-    shipped = shipped_weights("dronet")
+    """The shipped simulator DroNet checkpoint, else the official release converted from the
+    shared data."""
+    shipped = shipped_weights("dronet", "sim")
     if os.path.isfile(shipped):
         return shipped
     official = os.path.join(shared_data_dir(), "dronet")

@@ -14,17 +14,29 @@ def shared_data_dir() -> str:
         "DL_PERCEPTION_DATA", os.path.join(REPO_DIR, "..", "shared", "data")))
 
 
-def shipped_weights(model: str) -> str:
-    return os.path.join(WEIGHTS_DIR, f"{model}.safetensors")
+# A weights setting `shipped:PURPOSE` names a shipped checkpoint other than the default one.
+SHIPPED_PREFIX = "shipped:"
+
+
+def shipped_weights(model: str, purpose: str = "") -> str:
+    """The checkpoint the package ships for `model`: the default (for real cameras, the best
+    measured on real images) or, with `purpose`, `<model>_<purpose>.safetensors` (e.g. "sim":
+    the one trained for the built-in simulator)."""
+    return os.path.join(WEIGHTS_DIR, f"{model}_{purpose}.safetensors" if purpose
+                        else f"{model}.safetensors")
 
 
 def resolve_weights(model_name: str, path: str) -> str:
-    """The checkpoint a node or offline processor loads: `path` when given, else the shipped one."""
+    """The checkpoint a node or offline processor loads: `path` when given (`shipped:PURPOSE`
+    for a shipped one other than the default), else the shipped default."""
     from .checkpoint import CheckpointError
 
-    if path:
+    purpose = ""
+    if path and not path.startswith(SHIPPED_PREFIX):
         return os.path.expanduser(path)
-    shipped = shipped_weights(model_name)
+    if path:
+        purpose = path[len(SHIPPED_PREFIX):]
+    shipped = shipped_weights(model_name, purpose)
     if not os.path.isfile(shipped):
         raise CheckpointError(
             f"no '{model_name}' weights are shipped at {shipped}; set the 'weights' parameter "

@@ -44,12 +44,12 @@ def test_eval_on_real_collision_frames(official_dronet, shared_data, tmp_path):
     out = run("eval", "dronet", "--weights", official_dronet, "--data",
               os.path.join(shared_data, "dronet_collision"), "--json", str(tmp_path / "m.json"),
               "--device", "cpu")
-    metrics = json.load(open(tmp_path / "m.json"))
-    assert metrics["collision_samples"] == 52
+    metrics = json.load(open(tmp_path / "m.json"))["rows"][1]
+    assert metrics["model"] == "dronet_official" and metrics["collision_samples"] == 52
     # the official model on GOPR0265 at threshold 0.5 (reference_outputs.keras.csv)
     assert metrics["collision_accuracy"] == pytest.approx(46 / 52)
     assert 0.9 < metrics["collision_roc_auc"] <= 1.0
-    assert "collision_f1" in out
+    assert "F1" in out and "constant" in out
 
 
 def _corridor_dataset(root, frames=48):
@@ -77,8 +77,8 @@ def test_train_then_eval_on_project_layout(tmp_path):
     assert "epoch 3/3" in out
     info = json.loads(run("info", str(weights)))
     assert info["info"]["train_config"]["epochs"] == 3
-    metrics = run("eval", "dronet", "--weights", str(weights), "--data", str(data))
-    assert "steering_rmse" in metrics and "collision_accuracy" in metrics
+    table = run("eval", "dronet", "--weights", str(weights), "--data", str(data))
+    assert "trained" in table and "RMSE" in table and "accuracy" in table
 
 
 def test_train_refuses_evaluation_worlds(tmp_path):

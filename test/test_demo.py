@@ -11,7 +11,7 @@ CLI = os.path.join(os.path.dirname(sys.executable), "dl-perception")
 
 
 def test_demo_flies_the_simulator_and_writes_results(tmp_path):
-    """With the shipped (simulator-trained) DroNet weights, the default."""
+    """With the shipped simulator-trained DroNet weights (shipped:sim), the demo's default."""
     from dl_perception.paths import shipped_weights
     out = tmp_path / "demo"
     result = subprocess.run([CLI, "demo", "--out", str(out), "--duration", "12"],
@@ -19,7 +19,7 @@ def test_demo_flies_the_simulator_and_writes_results(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     assert "/cmd_vel messages" in result.stdout and "flight" in result.stdout
     summary = json.load(open(out / "summary.json"))
-    assert summary["weights"] == shipped_weights("dronet")
+    assert summary["weights"] == shipped_weights("dronet", "sim")
     assert summary["camera_frames"] >= 5  # 10 Hz of simulated time; a loaded CPU runs it slower
     assert summary["dronet"]["frames_processed"] >= 5
     assert summary["cmd_vel_messages"] > 0

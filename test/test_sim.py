@@ -346,8 +346,10 @@ def test_closed_loop_expert_flies_and_straight_crashes():
 def test_closed_loop_runs_dronet_through_the_control_law():
     from dl_perception.paths import shipped_weights
     from dl_perception.sim.closed_loop import ClosedLoopConfig, evaluate_closed_loop
+    weights = shipped_weights("dronet", "sim")  # the simulator's checkpoint, named as eval closed-loop does
     result = evaluate_closed_loop(ClosedLoopConfig(seeds=[1001], cap_m=4.0, max_time_s=10.0,
-                                                   policies=["dronet"]), log=lambda _: None)
+                                                   policies=["dronet"], weights=weights),
+                                  log=lambda _: None)
     flight = result["flights"]["dronet"][0]
-    assert result["weights"] == shipped_weights("dronet")
+    assert result["weights"] == weights
     assert flight["distance_m"] > 0.5  # the controller made it fly on the network's outputs

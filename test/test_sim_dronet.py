@@ -1,5 +1,5 @@
-"""The shipped DroNet weights are the simulator-trained ones and behave like it: a wall close
-ahead means collision, open space does not."""
+"""The shipped simulator DroNet weights (shipped:sim) are the simulator-trained ones and behave
+like it: a wall close ahead means collision, open space does not."""
 import os
 
 import numpy as np
@@ -10,7 +10,7 @@ from dl_perception.paths import shipped_weights
 def test_shipped_dronet_weights_were_trained_in_training_worlds():
     from dl_perception.checkpoint import load_checkpoint
     from dl_perception.training.common import EVALUATION_WORLD_SEEDS
-    path = shipped_weights("dronet")
+    path = shipped_weights("dronet", "sim")
     assert os.path.getsize(path) < 3_000_000
     checkpoint = load_checkpoint(path)
     assert checkpoint.model == "dronet"
@@ -30,7 +30,7 @@ def test_shipped_dronet_sees_a_wall_ahead():
     from dl_perception.sim.simulator import Simulator
     from test_sim import wall_world
 
-    model = models.load(shipped_weights("dronet"), expected="dronet").eval()
+    model = models.load(shipped_weights("dronet", "sim"), expected="dronet").eval()
     offsets = [(y, yaw) for y in (-1.0, 0.0, 1.0) for yaw in (-0.2, 0.0, 0.2)]
     sim = Simulator(3, world=wall_world())
     probabilities = {}

@@ -14,8 +14,15 @@ def launch(args) -> int:
 
 
 def info(args) -> int:
-    from ..checkpoint import load_checkpoint
+    from ..checkpoint import load_checkpoint, save_checkpoint
     checkpoint = load_checkpoint(args.checkpoint)
+    if args.set:  # provenance notes (purpose, licence, how it was made); tensors are untouched
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"--set wants KEY=VALUE, got {item!r}")
+            checkpoint.info[key] = value
+        save_checkpoint(args.out or args.checkpoint, checkpoint)
     count = sum(t.numel() for t in checkpoint.state_dict.values() if t.is_floating_point())
     print(json.dumps({"model": checkpoint.model, "float_values": count,
                       "config": checkpoint.config, "preprocessing": checkpoint.preprocessing,
@@ -61,11 +68,14 @@ def register(verbs) -> None:
 
     p = top.add_parser("info", help="print what a checkpoint holds")
     p.add_argument("checkpoint")
+    p.add_argument("--set", nargs="+", metavar="KEY=VALUE",
+                   help="add or replace these info entries (e.g. purpose=..., licence=...)")
+    p.add_argument("--out", help="with --set: write the result here instead of in place")
     p.set_defaults(func=info)
 
     p = top.add_parser("demo", help="fly the simulator with DroNet and show the results")
     p.add_argument("--out", default="demo_output")
     p.add_argument("--duration", type=float, default=40.0, help="seconds of flight")
     p.add_argument("--world-seed", dest="world_seed", type=int, default=0)
-    p.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")
+    p.add_argument("--weights", help="DroNet checkpoint (default: the shipped simulator one)")
     p.set_defaults(func=demo)

@@ -72,8 +72,11 @@ def closed_loop(args) -> int:
     from ..bench import print_table
     from ..sim.closed_loop import ClosedLoopConfig, evaluate_closed_loop
 
+    from ..paths import resolve_weights
+    # the simulator's own checkpoint unless told otherwise: this measures flying the simulator
+    weights = resolve_weights("dronet", args.weights or "shipped:sim")
     cfg = ClosedLoopConfig(seeds=_seeds(args.seeds), cap_m=args.cap, preset=args.preset,
-                           max_time_s=args.max_time, weights=args.weights,
+                           max_time_s=args.max_time, weights=weights,
                            policies=args.policies.split(","))
     result = evaluate_closed_loop(cfg, log=print)
     print(f"\nmean distance flown before the first collision (cap {cfg.cap_m:g} m), worlds "
@@ -160,7 +163,7 @@ def register(verbs) -> None:
     e.add_argument("--max-time", dest="max_time", type=float, default=300.0,
                    help="simulated seconds per flight")
     e.add_argument("--preset", choices=("day", "dusk", "changed"), default="day")
-    e.add_argument("--weights", help="DroNet checkpoint (default: the shipped one)")
+    e.add_argument("--weights", help="DroNet checkpoint (default: shipped:sim, the simulator's)")
     e.add_argument("--policies", default="expert,dronet,straight")
     e.add_argument("--json")
     e.set_defaults(func=closed_loop)

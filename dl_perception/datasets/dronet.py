@@ -4,8 +4,14 @@ Sequence folders (what `dl-perception sim record` writes, frames.csv) carry the 
 their steering and collision columns. Project layout (docs/datasets.md):
 
     DATASET/labels.csv      header `image,steering,collision`; image relative to DATASET;
-                            an empty or NaN field means "no label of this kind"
+                            an empty or NaN field means "no label of this kind"; a missing
+                            column means no label of that kind for any frame; `steering_angle`
+                            is read as `steering` (the Udacity export, ../shared/data/udacity_hmb3)
     DATASET/<images>
+
+Any dataset may be given as `DATASET@START:END`, the frames from fraction START to END of it in
+its order (time order for every layout here): `udacity_hmb3@0:0.75` for training and
+`udacity_hmb3@0.75:1` for validation split a sequence by contiguous time blocks.
 
 Original DroNet layout (Loquercio et al.; Udacity steering + collision sequences):
 
@@ -39,14 +45,26 @@ def _number(name: str) -> int:
     return int(match.group()) if match else -1
 
 
+STEERING_COLUMNS = ("steering", "steering_angle")
+
+
 def _read_project_layout(root: str) -> list[DroNetSample]:
     samples = []
-    with open(os.path.join(root, "labels.csv"), newline="") as handle:
-        for row in csv.DictReader(handle):
-            def value(key: str) -> float:
-                text = (row.get(key) or "").strip()
-                return float(text) if text else math.nan
-            samples.append(DroNetSample(os.path.join(root, row["image"]), value("steering"),
+    path = os.path.join(root, "labels.csv")
+    with open(path, newline="") as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if "image" not in columns:
+            raise ValueError(f"{path}: no 'image' column (have {columns})")
+        steering_column = next((c for c in STEERING_COLUMNS if c in columns), None)
+        for line, row in enumerate(reader, start=2):
+            def value(key: str | None) -> float:
+                text = (row.get(key) or "").strip() if key else ""
+                try:
+                    return float(text) if text else math.nan
+                except ValueError:
+                    raise ValueError(f"{path}:{line}: {key} is not a number: {text!r}") from None
+            samples.append(DroNetSample(os.path.join(root, row["image"]), value(steering_column),
                                         value("collision")))
     return samples
 
@@ -74,8 +92,40 @@ def _read_experiment(folder: str) -> list[DroNetSample]:
             for name, v in zip(files, values)]
 
 
-def read_dronet_dataset(root: str) -> list[DroNetSample]:
-    """Samples of either layout; raises ValueError when `root` is neither."""
+def parse_dataset_spec(spec: str) -> tuple[str, float, float]:
+    """`DATASET` or `DATASET@START:END` (fractions, either side may be empty) ->
+    (folder, start, end)."""
+    root, at, span = spec.rpartition("@")
+    if not at or os.path.isdir(spec):
+        return spec, 0.0, 1.0
+    try:
+        start_text, end_text = span.split(":")
+        start = float(start_text) if start_text else 0.0
+        end = float(end_text) if end_text else 1.0
+    except ValueError:
+        raise ValueError(f"{spec}: expected DATASET@START:END with fractions, e.g. "
+                         "udacity_hmb3@0.75:1") from None
+    if not 0.0 <= start < end <= 1.0:
+        raise ValueError(f"{spec}: need 0 <= START < END <= 1")
+    return root, start, end
+
+
+def fraction_slice(count: int, start: float, end: float) -> slice:
+    return slice(int(round(count * start)), int(round(count * end)))
+
+
+def read_dronet_dataset(spec: str) -> list[DroNetSample]:
+    """Samples of any layout, `spec` being a folder or `folder@START:END`; raises ValueError when
+    the folder is no dataset."""
+    root, start, end = parse_dataset_spec(spec)
+    samples = _read_folder(root)
+    samples = samples[fraction_slice(len(samples), start, end)]
+    if not samples:
+        raise ValueError(f"{spec}: no frames in that part of the dataset")
+    return samples
+
+
+def _read_folder(root: str) -> list[DroNetSample]:
     if not os.path.isdir(root):
         raise ValueError(f"dataset folder not found: {root}")
     if os.path.isfile(os.path.join(root, "frames.csv")):  # a recorded sequence

@@ -47,6 +47,19 @@ def roc_auc(score: np.ndarray, label: np.ndarray) -> float:
     return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2.0) / (n_pos * n_neg))
 
 
+def roc_curve(score: np.ndarray, label: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(false positive rates, true positive rates) from the highest threshold down, one point per
+    distinct score, starting at (0, 0) and ending at (1, 1)."""
+    positive = label > 0.5
+    order = np.argsort(-score, kind="mergesort")
+    ranked, hits = score[order], positive[order]
+    last_of_tie = np.r_[ranked[1:] != ranked[:-1], True]
+    tp = np.cumsum(hits)[last_of_tie]
+    fp = np.cumsum(~hits)[last_of_tie]
+    n_pos, n_neg = max(int(positive.sum()), 1), max(int((~positive).sum()), 1)
+    return np.r_[0.0, fp / n_neg], np.r_[0.0, tp / n_pos]
+
+
 def pose_errors(positions: np.ndarray, quaternions: np.ndarray, true_positions: np.ndarray,
                 true_quaternions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame position error (Euclidean, units of the positions) and rotation error in

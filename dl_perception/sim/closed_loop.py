@@ -116,7 +116,7 @@ def evaluate_closed_loop(cfg: ClosedLoopConfig, log=print) -> dict:
     cfg.validate()
     dronet = None
     if "dronet" in cfg.policies:
-        weights = cfg.weights or shipped_weights("dronet")
+        weights = cfg.weights or shipped_weights("dronet", "sim")
         if not os.path.isfile(weights):
             raise FileNotFoundError(f"DroNet weights not found: {weights} (pass --weights)")
         dronet = DroNetPolicy(weights, cfg.control)
