@@ -9,6 +9,7 @@ Adding one for a node: a module here defining a `FrameProcessor` subclass and
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
@@ -44,6 +45,9 @@ class FrameProcessor:
     # topic -> message type the node advertises
     outputs: ClassVar[dict[str, str]]
     image_topic: ClassVar[str] = "/camera/image_raw"
+    # the node's own parameters and their defaults (test_processors.py checks them against the
+    # node's declarations; phase B declares them here only)
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, model: models.PerceptionModel, device: torch.device,
                  params: dict | None = None):
@@ -72,6 +76,28 @@ class FrameProcessor:
     def process(self, image: DecodedImage, header) -> list[Output]:
         """`header` is a rosmsg std_msgs/Header (the input frame's)."""
         raise NotImplementedError
+
+    def param(self, name: str):
+        """A parameter's value: as given, else its default."""
+        return self.params.get(name, self.defaults[name])
+
+    # --- inputs besides the camera, diagnostics, warnings -----------------------------------
+    def side_inputs(self) -> dict[str, str]:
+        """Other topics the processor reads (topic -> message type); their messages go to
+        `observe`, in arrival (node) or log-time (bag) order, before the frames after them."""
+        return {}
+
+    def observe(self, topic: str, message) -> None:
+        """A message of a side input (a rosmsg dataclass)."""
+        raise KeyError(f"{type(self).__name__} reads no topic '{topic}'")
+
+    def diagnostic_values(self) -> dict[str, str]:
+        """Counters and state the node reports on /diagnostics."""
+        return {}
+
+    def warn(self, message: str) -> None:
+        """A warning about the input (a node routes it to its throttled ROS logger)."""
+        logging.getLogger(type(self).__module__).warning(message)
 
 
 def node_parameters(config_path: str) -> dict[str, dict]:

@@ -1,0 +1,104 @@
+"""The declarative preprocessing (core/preprocessing.py) does what each network's own
+`preprocess` and `preprocess_tensor` do, exactly, on real frames of several sizes and encodings,
+so phase B swaps them in with identical outputs; host and device agree within OpenCV's rounding;
+the spec a checkpoint stores is compared on load."""
+import glob
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dl_perception import models, tensor_preprocess
+from dl_perception.checkpoint import read_metadata
+from dl_perception.core.preprocessing import PreprocessSpec, preprocessing_mismatch
+from dl_perception.imaging import DecodedImage, to_rgb8
+from dl_perception.models.specs import preprocessing_spec
+from dl_perception.paths import resolve_weights
+
+# configurations beside the cpu presets that take the other branches of each pipeline: frames
+# smaller than the input (enlarging), a view crop, larger inputs
+CONFIGS = [
+    ("dronet", {}), ("dronet", {"resize_to": [200, 210], "crop_size": 120}),
+    ("lift", {}),
+    ("netvlad", {}), ("netvlad", {"resize_to": [96, 160]}),
+    ("posenet", {}), ("posenet", {"resize_short": 256, "crop": [224, 224]}),
+    ("depth", {}), ("depth", {"view_crop": 0.8}), ("depth", {"input_size": [400, 300]}),
+]
+
+
+@pytest.fixture(scope="module")
+def real_frames(shared_data):
+    """Real frames: TUM office (640x480 colour), Udacity (324x244 grey JPEG), Strecha
+    (768x512), graf; as bgr8, rgb8, mono8 and mono16, plus a small crop (enlarging)."""
+    paths = [sorted(glob.glob(os.path.join(shared_data, "tum_fr3_long_office", "rgb", "*.png")))[0],
+             sorted(glob.glob(os.path.join(shared_data, "udacity_hmb3", "*.jpg")))[0],
+             sorted(glob.glob(os.path.join(shared_data, "strecha_mvs", "fountain-P11", "images", "*")))[0]]
+    bgr = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths]
+    assert all(image is not None for image in bgr), paths
+    gray = cv2.cvtColor(bgr[0], cv2.COLOR_BGR2GRAY)
+    return [DecodedImage(bgr[0], "bgr8"), DecodedImage(cv2.cvtColor(bgr[1], cv2.COLOR_BGR2RGB), "rgb8"),
+            DecodedImage(bgr[2], "bgr8"), DecodedImage(gray, "mono8"),
+            DecodedImage(gray.astype(np.uint16) * 257 + 3, "mono16"),
+            DecodedImage(np.ascontiguousarray(bgr[2][100:190, 200:337]), "bgr8")]
+
+
+@pytest.mark.parametrize("name,overrides", CONFIGS)
+def test_host_and_device_equal_the_models_own_preprocessing(name, overrides, real_frames):
+    model = models.create(name, **overrides)
+    spec = preprocessing_spec(model)
+    for image in real_frames:
+        expected = model.preprocess(image)
+        got = spec.host(image)
+        assert got.dtype == expected.dtype and torch.equal(got, expected), (name, image.encoding)
+        assert got.shape[-1:-3:-1] == spec.input_size(image.width, image.height)
+        rgb = to_rgb8(image.pixels, image.encoding)
+        uploaded = tensor_preprocess.upload([rgb, rgb[::-1].copy()], torch.device("cpu"))
+        on_device = spec.device(uploaded)
+        assert torch.equal(on_device, model.preprocess_tensor(uploaded)), (name, image.encoding)
+        host_rgb = spec.host(DecodedImage(rgb, "rgb8"))
+        difference = (on_device[:1] - host_rgb).abs()
+        assert float(difference.mean()) < 0.4 / 255
+        resized = spec.resized_size(image.width, image.height)
+        if spec.interpolation != "area" or (resized[0] <= image.width and resized[1] <= image.height):
+            assert float(difference.max()) <= 1.0 / 255 + 1e-6  # OpenCV's fixed-point rounding
+        # else: enlarging with "area" (OpenCV: bilinear-like; tensor_preprocess: cell overlap)
+        # differs by up to 8 levels at a few pixels, in the models' own two paths alike
+
+
+def test_empty_frames_are_a_counted_reason_not_an_opencv_error():
+    from dl_perception.imaging import ImageDecodeError
+    spec = PreprocessSpec(color="rgb", resize="fixed", size=(32, 24), interpolation="area")
+    with pytest.raises(ImageDecodeError) as error:
+        spec.host(DecodedImage(np.zeros((0, 5, 3), np.uint8), "rgb8"))
+    assert error.value.reason == "empty"
+
+
+def test_invalid_specs_are_refused_with_every_problem_named():
+    with pytest.raises(ValueError, match="color 'hsv'.*needs a crop"):
+        PreprocessSpec(color="hsv", resize="cover", size=(10, 10))
+    with pytest.raises(ValueError, match="view"):
+        PreprocessSpec(color="rgb", resize="cover", size=(10, 10), crop=(10, 10), view=1.5)
+
+
+def test_stored_spec_round_trips_and_a_difference_is_named():
+    spec = preprocessing_spec(models.create("posenet"))
+    stored = spec.to_metadata()
+    assert preprocessing_mismatch(stored, spec) == []
+    other = preprocessing_spec(models.create("posenet", crop=[128, 96]))
+    assert preprocessing_mismatch(stored, other) == ["crop: (144, 112) vs (128, 96)"]
+    assert "unknown fields" in preprocessing_mismatch({**stored, "gamma": 2.2}, spec)[0]
+    assert "version" in preprocessing_mismatch({**stored, "spec_version": 99}, spec)[0]
+
+
+@pytest.mark.parametrize("name", sorted(models.MODEL_MODULES))
+def test_shipped_checkpoints_prose_agrees_with_their_spec(name):
+    """Checkpoints from before the spec store prose; where it states a colour, size, crop or
+    view it must agree with the spec of the config they hold (else loading them is an error)."""
+    path = resolve_weights(name, "")
+    model = models.load(path, expected=name)
+    stored = __import__("json").loads(read_metadata(path)["preprocessing"])
+    assert preprocessing_mismatch(stored, preprocessing_spec(model)) == []
+    assert preprocessing_mismatch({**stored, "color": "rgb" if stored["color"] == "gray"
+                                   else "gray"}, preprocessing_spec(model)) != []
