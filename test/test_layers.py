@@ -5,6 +5,7 @@ The cycles and ROS imports that exist today are recorded below; a new one fails 
 docs/architecture.md removes them, empties the lists, and the xfail tests then pass (strict:
 they fail as soon as that happens, so the marks are removed with the lists)."""
 import ast
+import functools
 import os
 
 import pytest
@@ -28,6 +29,7 @@ KNOWN_ROS_OUTSIDE = {"dl_perception.demo", "dl_perception.commands.depth",
                      "dl_perception.commands.dronet", "dl_perception.commands.lift"}
 
 
+@functools.lru_cache(maxsize=1)
 def module_files() -> dict[str, str]:
     root = os.path.join(REPO_DIR, PACKAGE)
     files = {}
@@ -63,6 +65,7 @@ def imports_of(module: str, path: str, known: set[str]) -> set[str]:
     return found
 
 
+@functools.lru_cache(maxsize=1)
 def import_graph() -> dict[str, set[str]]:
     files = module_files()
     known = set(files)
@@ -104,7 +107,8 @@ def in_ros(module: str) -> bool:
     return module == f"{PACKAGE}.ros" or module.startswith(f"{PACKAGE}.ros.")
 
 
-def ros_outside_ros() -> set[str]:
+@functools.lru_cache(maxsize=1)
+def ros_outside_ros() -> frozenset[str]:
     """Modules outside ros/ importing rclpy or ROS message packages, and modules below the
     command layer (cli.py, commands/: they may start ROS programs) importing dl_perception.ros."""
     files = module_files()
@@ -117,7 +121,7 @@ def ros_outside_ros() -> set[str]:
         if ({m.split(".")[0] for m in imported} & ROS_PACKAGES
                 or (not entry and any(in_ros(m) for m in imported))):
             found.add(module)
-    return found
+    return frozenset(found)
 
 
 def test_cycle_finder_finds_a_cycle():

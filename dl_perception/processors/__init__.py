@@ -55,6 +55,10 @@ class FrameProcessor:
         self.device = device
         self.params = dict(params or {})
 
+    def before_inference(self) -> None:
+        """Give the model this frame's per-call settings (a batching executor calls it before
+        its engine runs). Phase B: settings are arguments of `forward` and this goes."""
+
     def infer(self, image: DecodedImage) -> dict:
         """The network's outputs for one frame (batch of one)."""
         batch = self.model.preprocess(image).to(self.device, non_blocking=True)

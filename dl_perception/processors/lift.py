@@ -74,12 +74,15 @@ class LIFTProcessor(FrameProcessor):
             nms_radius=self.param("nms_radius"), scales=list(self.param("scales")),
             min_contrast=self.model.config.min_contrast, border=self.model.config.border)
 
-    def run(self, image) -> FeaturesResult:
+    def before_inference(self) -> None:
         # Phase B: LIFT.forward(batch, settings) takes the settings per call; until the lift
         # branch's model changes are merged the processor sets them, as lift_node does today.
         self.model.settings = self.settings()
         if self.sets_execution:
             self.model.set_execution(patch_batch=self.param("patch_batch"))
+
+    def run(self, image) -> FeaturesResult:
+        self.before_inference()
         columns = feature_columns(self.infer(image))
         self.keypoints_last = len(columns["u"])
         if self.keypoints_last == 0:
