@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from dl_perception import models, tensor_preprocess
-from dl_perception.checkpoint import read_metadata
-from dl_perception.core.preprocessing import PreprocessSpec, preprocessing_mismatch
+from dl_perception.checkpoint import CheckpointError, read_metadata
+from dl_perception.core.preprocessing import (PreprocessSpec, preprocessing_mismatch,
+                                              require_preprocessing)
 from dl_perception.imaging import DecodedImage, to_rgb8
 from dl_perception.models.specs import PREPROCESSING, preprocessing_spec
 from dl_perception.paths import resolve_weights
@@ -90,6 +91,9 @@ def test_stored_spec_round_trips_and_a_difference_is_named():
     assert preprocessing_mismatch(stored, other) == ["crop: (144, 112) vs (128, 96)"]
     assert "unknown fields" in preprocessing_mismatch({**stored, "gamma": 2.2}, spec)[0]
     assert "version" in preprocessing_mismatch({**stored, "spec_version": 99}, spec)[0]
+    with pytest.raises(CheckpointError, match=r"posenet.safetensors: preprocessing .*crop: \(144, 112\)"):
+        require_preprocessing(stored, other, "posenet.safetensors")
+    require_preprocessing(stored, spec, "posenet.safetensors")
 
 
 @pytest.mark.parametrize("name", sorted(models.MODEL_MODULES))

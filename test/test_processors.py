@@ -119,6 +119,7 @@ def canonical(raw: bytes, msgtype: str) -> bytes:
 
 def assert_identical(outputs, must_have, types):
     for topic, (published, made) in outputs.items():
+        assert [len(m) for m in published] == [len(m) for m in made], topic  # same layout
         assert [canonical(bytes(m), types[topic]) for m in published] == made, topic
     for topic in must_have:
         assert outputs[topic][1], f"nothing on {topic}: the test does not exercise it"

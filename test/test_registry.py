@@ -6,6 +6,8 @@ import importlib
 import os
 import runpy
 
+import pytest
+
 from dl_perception import models, processors, registry
 from dl_perception.paths import REPO_DIR
 
@@ -34,6 +36,7 @@ def test_setup_py_can_read_the_registry_before_installation():
 
 
 def test_launcher_stack_node_and_model_maps_are_the_registrys():
+    pytest.importorskip("rclpy")
     from dl_perception.ros import launcher, stack_node
     assert launcher.NODE_CLASSES == registry.node_classes()
     assert stack_node.DEFAULT_HOSTED == registry.hosted_defaults()
@@ -41,6 +44,7 @@ def test_launcher_stack_node_and_model_maps_are_the_registrys():
 
 
 def test_processor_map_agrees_and_every_processor_fits_its_node():
+    pytest.importorskip("rclpy")
     target = registry.processor_modules()
     assert {k: target[k] for k in processors.PROCESSOR_MODULES} == processors.PROCESSOR_MODULES
     assert set(target) - set(processors.PROCESSOR_MODULES) == PROCESSORS_PENDING

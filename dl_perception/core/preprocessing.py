@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from .. import tensor_preprocess as tp
+from ..checkpoint import CheckpointError
 from ..imaging import DecodedImage, ImageDecodeError, gray_scale_factor, to_gray, to_rgb8
 
 SPEC_VERSION = 1
@@ -187,4 +188,13 @@ def preprocessing_mismatch(stored: dict, expected: PreprocessSpec) -> list[str]:
             for name, value in _legacy_claims(stored).items() if value != getattr(expected, name)]
 
 
-__all__ = ["PreprocessSpec", "preprocessing_mismatch", "SPEC_VERSION"]
+def require_preprocessing(stored: dict, expected: PreprocessSpec, source: str) -> None:
+    """The loader's check: a CheckpointError naming every field where the checkpoint's stored
+    preprocessing (`source`: its path or name) differs from the model's spec."""
+    problems = preprocessing_mismatch(stored, expected)
+    if problems:
+        raise CheckpointError(f"{source}: preprocessing does not match the model's: "
+                              + "; ".join(problems))
+
+
+__all__ = ["PreprocessSpec", "preprocessing_mismatch", "require_preprocessing", "SPEC_VERSION"]
