@@ -122,8 +122,10 @@ class PreprocessSpec:
 
     def device(self, frames: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W uint8 RGB frames on any device (tensor_preprocess.upload) -> the batch
-        `host` makes of them one by one, on that device, within OpenCV's fixed-point rounding
-        (a grey level now and then)."""
+        `host` makes of them one by one, on that device: within OpenCV's fixed-point rounding (a
+        grey level now and then), except where "area" enlarges an axis (OpenCV interpolates
+        bilinearly there, tensor_preprocess blends cell overlaps: up to 8 levels at a few
+        pixels, as the models' own two paths today)."""
         height, width = frames.shape[-2:]
         if height == 0 or width == 0:
             raise ImageDecodeError("empty", f"frames have zero size ({width}x{height})")
