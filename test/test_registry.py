@@ -65,3 +65,9 @@ def test_processor_map_agrees_and_every_processor_fits_its_node():
 def test_docs_table_names_every_executable():
     table = registry.markdown_table()
     assert all(f"`{name}`" in table for name in registry.node_classes())
+
+
+def test_architecture_docs_table_is_the_registrys():
+    text = open(os.path.join(REPO_DIR, "docs", "architecture.md")).read()
+    start = text.index("<!-- registry table -->\n") + len("<!-- registry table -->\n")
+    assert text[start:text.index("<!-- end registry table -->")] == registry.markdown_table()
