@@ -11,6 +11,7 @@ import torch
 from dl_perception import engine, models
 from dl_perception.imaging import DecodedImage
 from dl_perception.models.specs import OUTPUT_SCHEMAS, output_schema
+from torch_threads import one_torch_thread  # noqa: F401
 
 SMALL = {"dronet": {}, "lift": {"max_keypoints": 60, "scales": [1.0, 2.0]},
          "netvlad": {"resize_to": [64, 48], "pca_dim": 0}, "posenet": {}, "depth": {}}

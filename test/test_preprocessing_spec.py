@@ -18,6 +18,7 @@ from dl_perception.core.preprocessing import (PreprocessSpec, preprocessing_mism
 from dl_perception.imaging import DecodedImage, to_rgb8
 from dl_perception.models.specs import PREPROCESSING, preprocessing_spec
 from dl_perception.paths import resolve_weights
+from torch_threads import one_torch_thread  # noqa: F401
 
 # configurations beside the cpu presets that take the other branches of each pipeline: frames
 # smaller than the input (enlarging), a view crop, larger inputs

@@ -30,6 +30,7 @@ from dl_perception.ros.messages import message_class  # noqa: E402
 from dl_perception.ros.netvlad_node import NetVLADNode  # noqa: E402
 from dl_perception.ros.node_base import common_params  # noqa: E402
 from dl_perception.ros.posenet_node import PoseNetNode  # noqa: E402
+from torch_threads import one_torch_thread  # noqa: E402,F401
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 # receives from reliable and best-effort (overlay: sensor data) publishers alike
