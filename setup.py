@@ -18,18 +18,11 @@ ROS_WHEELS = [
     "ros-visualization-msgs",
 ]
 
-NODES = {
-    "dronet_node": "dl_perception.ros.dronet_node:main",
-    "dronet_control_node": "dl_perception.ros.dronet_control_node:main",
-    "camera_node": "dl_perception.ros.camera_node:main",
-    "sim_node": "dl_perception.ros.sim_node:main",
-    "stack_node": "dl_perception.ros.stack_node:main",
-    "lift_node": "dl_perception.ros.lift_node:main",
-    "vo_node": "dl_perception.ros.vo_node:main",
-    "netvlad_node": "dl_perception.ros.netvlad_node:main",
-    "posenet_node": "dl_perception.ros.posenet_node:main",
-    "depth_node": "dl_perception.ros.depth_node:main",
-}
+# every node executable runs dl_perception.ros.entry:main, which starts the node its name says
+# (entry.py installs the stop-signal handlers before the node's heavy imports)
+NODES = {name: "dl_perception.ros.entry:main" for name in (
+    "dronet_node", "dronet_control_node", "camera_node", "sim_node", "stack_node", "lift_node",
+    "vo_node", "netvlad_node", "posenet_node", "depth_node")}
 
 setup(
     name=PACKAGE,
@@ -69,12 +62,16 @@ setup(
     ],
     extras_require={
         "ros": ROS_WHEELS,
-        "test": ["pytest>=7", "mcap>=1.1",  # mcap: an independent reader for written bags
-                 "ruff~=0.17.5"],  # `make lint`; its rules change between minor versions
+        # mcap: an independent reader for written bags; hypothesis: the fuzz suite (test_fuzz.py);
+        # ruff: `make lint` (its rules change between minor versions); osrf-pycommon and lark:
+        # what launch and launch_testing (../shared/ros2_launch where no ROS install has them)
+        # need from PyPI; catkin-pkg: package.xml validation
+        "test": ["pytest>=7", "mcap>=1.1", "hypothesis>=6", "ruff~=0.17.5", "osrf-pycommon>=2.0",
+                 "lark>=1.1", "catkin-pkg>=1.0"],
     },
     entry_points={
         "console_scripts": [f"{name}={target}" for name, target in NODES.items()]
-        + ["dl-perception=dl_perception.cli:main"],
+        + ["dl-perception=dl_perception.cli:console"],
     },
     zip_safe=False,
 )

@@ -8,6 +8,7 @@ import argparse
 import importlib
 import pkgutil
 import sys
+import traceback
 
 from . import commands
 
@@ -22,6 +23,8 @@ GROUPS = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="dl-perception", description=__doc__.splitlines()[0])
+    parser.add_argument("--debug", action="store_true",
+                        help="print the traceback of an error (anywhere before '--')")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     verbs = {"top": top}
     for verb, help_text in GROUPS.items():
@@ -46,17 +49,45 @@ def main(argv: list[str] | None = None) -> int:
     if argv[:1] == ["bench"] and (len(argv) == 1 or argv[1].startswith("-")) \
             and not {"-h", "--help"} & set(argv):
         argv.insert(1, "stack")  # `dl-perception bench` is the whole-stack benchmark
+    debug = "--debug" in argv
+    argv = [arg for arg in argv if arg != "--debug"]
     args = build_parser().parse_args(argv)
     args.ros_args = ros_args
-    from .checkpoint import CheckpointError
+    if getattr(args, "ros_process", False):
+        # long-running ROS processes end with status 0 on SIGINT/SIGTERM at any moment
+        from .ros.entry import stop_on_signals
+        stop_on_signals()
     try:
         return args.func(args) or 0
-    except (CheckpointError, ValueError, FileNotFoundError) as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         return 130
+    except Exception as error:  # the one error path of every command: a line, exit status 1
+        if getattr(args, "ros_process", False):
+            from .ros.entry import stop_requested
+            if stop_requested():
+                return 0  # a stop signal during start-up shut the ROS context down under it
+        if debug:
+            traceback.print_exc()
+        print(f"error: {describe_error(error)}", file=sys.stderr)
+        return 1
+
+
+def describe_error(error: Exception) -> str:
+    """The project's errors (bad input the user can fix) say what is wrong; anything else is
+    named as unexpected, with a pointer to --debug."""
+    from .checkpoint import CheckpointError
+    from .convert import ConversionError
+    if isinstance(error, (CheckpointError, ConversionError, ValueError, OSError)):
+        return str(error) or type(error).__name__
+    return (f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback, "
+            "and please report it)")
+
+
+def console() -> None:
+    """The dl-perception console script."""
+    from .ros.entry import exit_process
+    exit_process(main())
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    console()

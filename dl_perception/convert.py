@@ -6,17 +6,95 @@ re-exported model with other layer numbering converts too.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
-import json
+import os
 
 import numpy as np
 import torch
 
+from .checkpoint import CheckpointError, check_tensor_values, json_object
 from .models.dronet import DroNet, DroNetConfig
+
+# a model description larger than this is not a network description
+MAX_MODEL_JSON_BYTES = 16 << 20
 
 
 class ConversionError(RuntimeError):
     pass
+
+
+def input_file(path: str, what: str) -> str:
+    """`path` if it names a non-empty regular file, else a ConversionError saying why."""
+    if not os.path.exists(path):
+        raise ConversionError(f"{what} {path} does not exist")
+    if not os.path.isfile(path):
+        raise ConversionError(f"{what} {path} is not a regular file")
+    if os.path.getsize(path) == 0:
+        raise ConversionError(f"{what} {path} is empty")
+    return path
+
+
+def read_json_object(path: str, what: str) -> dict:
+    """A JSON object from a file, with its size and nesting bounded."""
+    input_file(path, what)
+    if os.path.getsize(path) > MAX_MODEL_JSON_BYTES:
+        raise ConversionError(f"{what} {path} is larger than {MAX_MODEL_JSON_BYTES >> 20} MiB")
+    try:
+        with open(path, "rb") as handle:
+            return json_object(handle.read(), f"{what} {path}", MAX_MODEL_JSON_BYTES)
+    except OSError as error:
+        raise ConversionError(f"cannot read {what} {path}: {error}") from None
+    except CheckpointError as error:
+        raise ConversionError(str(error)) from None
+
+
+def checked_shapes(model_class, config, source: str) -> dict[str, tuple]:
+    """Parameter name -> shape of the model `config` describes, after the checks a checkpoint's
+    config gets on loading (models/base.py: schema, bounds, parameter budget), allocating
+    nothing: foreign weights are compared with these before they are read."""
+    try:
+        config = model_class.checked_config(dataclasses.asdict(config))
+        skeleton = model_class.check_parameter_budget(config)
+    except CheckpointError as error:
+        raise ConversionError(f"{source}: {error}") from None
+    return {key: tuple(value.shape) for key, value in skeleton.state_dict().items()}
+
+
+def read_array(dataset, key: str, shapes: dict[str, tuple], source: str,
+               transpose: tuple | None = None) -> np.ndarray:
+    """A foreign array (h5py dataset, ...) for parameter `key`, its shape checked before it is
+    read; `transpose` maps the foreign axis order onto the model's."""
+    shape = tuple(dataset.shape)
+    if transpose is not None:
+        shape = tuple(shape[axis] for axis in transpose) if len(shape) == len(transpose) else shape
+    if key not in shapes or shapes[key] != shape:
+        raise ConversionError(f"{key}: {source} has shape {shape}, the model expects "
+                              f"{shapes.get(key, 'no such parameter')}")
+    array = np.asarray(dataset)
+    return array.transpose(transpose) if transpose is not None else array
+
+
+def checked_model(model_class, config, state: dict[str, np.ndarray], source: str):
+    """The model of `config` holding `state` (arrays read with `read_array`): finite values,
+    every parameter present, one test frame through the loaded model, as a loaded checkpoint."""
+    expected = checked_shapes(model_class, config, source)
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
+    if missing:
+        raise ConversionError(f"no weights found in {source} for {missing}")
+    try:
+        tensors = {key: torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
+                   for key, value in state.items()}
+    except (ValueError, TypeError) as error:
+        raise ConversionError(f"{source} holds weights that are not numbers ({error})") from None
+    try:
+        check_tensor_values(tensors, source)
+        model = model_class(config)
+        model.load_state_dict(tensors, strict=False)
+        model.eval().check_runs(source)
+    except CheckpointError as error:
+        raise ConversionError(str(error)) from None
+    return model
 
 
 def _sha256(path: str) -> str:
@@ -91,51 +169,48 @@ def _dronet_layer_map(graph: _KerasGraph) -> tuple[dict[str, str], DroNetConfig]
     return mapping, config
 
 
-def _layer_weights(h5, layer: str) -> dict[str, np.ndarray]:
+def _layer_weights(h5, layer: str) -> dict:
+    """Weight name -> h5py dataset (not read yet) of a Keras layer."""
     group = h5["model_weights"][layer] if "model_weights" in h5 else h5[layer]
     names = [n.decode() if isinstance(n, bytes) else str(n) for n in group.attrs["weight_names"]]
-    return {name.split("/")[-1].split(":")[0]: np.asarray(group[name]) for name in names}
+    return {name.split("/")[-1].split(":")[0]: group[name] for name in names}
 
 
 def dronet_keras(json_path: str, weights_path: str) -> tuple[DroNet, dict]:
     """Build a DroNet holding the official weights. Returns (model, provenance info)."""
     import h5py  # only the converter needs HDF5
 
+    model_json = read_json_object(json_path, "model JSON")
     try:
-        with open(json_path) as handle:
-            graph = _KerasGraph(json.load(handle))
-    except (OSError, ValueError, KeyError) as error:
-        raise ConversionError(f"cannot read model JSON {json_path}: {error}") from None
-    mapping, config = _dronet_layer_map(graph)
-    model = DroNet(config)
+        graph = _KerasGraph(model_json)
+        mapping, config = _dronet_layer_map(graph)
+    except (KeyError, IndexError, TypeError, ValueError, StopIteration, AttributeError) as error:
+        raise ConversionError(f"{json_path} is not a DroNet Keras model description "
+                              f"({type(error).__name__}: {str(error)[:200]})") from None
+    input_file(weights_path, "Keras weights")
+    shapes = checked_shapes(DroNet, config, json_path)
     state = {}
     try:
         with h5py.File(weights_path, "r") as h5:
             for prefix, layer in mapping.items():
                 weights = _layer_weights(h5, layer)
+
+                def read(key, name, transpose=None):
+                    state[f"{prefix}.{key}"] = read_array(weights[name], f"{prefix}.{key}",
+                                                          shapes, weights_path, transpose)
                 if "kernel" in weights:
-                    kernel = weights["kernel"]
                     # Keras conv (kh, kw, in, out) -> torch (out, in, kh, kw); dense (in, out) -> (out, in)
-                    kernel = kernel.transpose(3, 2, 0, 1) if kernel.ndim == 4 else kernel.T
-                    state[f"{prefix}.weight"] = kernel
-                    state[f"{prefix}.bias"] = weights["bias"]
+                    read("weight", "kernel", (3, 2, 0, 1) if weights["kernel"].ndim == 4 else (1, 0))
+                    read("bias", "bias")
                 else:
-                    state[f"{prefix}.weight"] = weights["gamma"]
-                    state[f"{prefix}.bias"] = weights["beta"]
-                    state[f"{prefix}.running_mean"] = weights["moving_mean"]
-                    state[f"{prefix}.running_var"] = weights["moving_variance"]
-    except (OSError, KeyError) as error:
-        raise ConversionError(f"cannot read Keras weights {weights_path}: {error}") from None
-    expected = model.state_dict()
-    for key, value in state.items():
-        if tuple(expected[key].shape) != value.shape:
-            raise ConversionError(f"{key}: Keras weights have shape {value.shape}, "
-                                  f"model expects {tuple(expected[key].shape)}")
-        expected[key] = torch.from_numpy(np.ascontiguousarray(value, dtype=np.float32))
-    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
-    if missing:
-        raise ConversionError(f"no Keras weights found for {missing}")
-    model.load_state_dict(expected)
+                    read("weight", "gamma")
+                    read("bias", "beta")
+                    read("running_mean", "moving_mean")
+                    read("running_var", "moving_variance")
+    except (OSError, KeyError, ValueError, TypeError, AttributeError) as error:
+        raise ConversionError(f"cannot read Keras weights {weights_path}: "
+                              f"{type(error).__name__}: {str(error)[:200]}") from None
+    model = checked_model(DroNet, config, state, weights_path)
     info = {
         "source": "official DroNet release (Keras)",
         "model_json": json_path,
@@ -143,4 +218,4 @@ def dronet_keras(json_path: str, weights_path: str) -> tuple[DroNet, dict]:
         "weights_sha256": _sha256(weights_path),
         "keras_layers": mapping,
     }
-    return model.eval(), info
+    return model, info

@@ -1,10 +1,12 @@
 """`dl-perception demo` (what `make demo` runs): the built-in simulator, DroNet and its controller
 flying the simulated drone, in one process for a bounded time; then a summary table, annotated
-frames, a video and a plot of the flown path in --out."""
+frames, a video, a metric map of the flown path and an MCAP bag of the topics (camera, depth and
+its point cloud, cmd_vel, odometry, TF, DroNet's outputs) that Foxglove opens, in --out."""
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 
 import cv2
@@ -84,9 +86,34 @@ def world_map(world, path: np.ndarray, collisions: list, pixels: int = 600) -> n
         cv2.circle(image, px(*path[-1]), 6, (200, 60, 20), -1)
     for x, y in collisions:
         cv2.drawMarker(image, px(x, y), (0, 0, 230), cv2.MARKER_TILTED_CROSS, 14, 3)
-    cv2.putText(image, f"world {world.seed}: start (green), path (blue), collisions (red)",
-                (8, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
     return image
+
+
+def save_world_map(path_png: str, world, path: np.ndarray, collisions: list) -> None:
+    """The map with metric axes (odom = world frame, metres) and a title saying what is drawn."""
+    import matplotlib
+    matplotlib.use("Agg")
+    from matplotlib import pyplot
+
+    half = (world.size + 4.0) / 2
+    figure, axes = pyplot.subplots(figsize=(7, 7), dpi=100)
+    axes.imshow(cv2.cvtColor(world_map(world, path, collisions), cv2.COLOR_BGR2RGB),
+                extent=(-half, half, -half, half))
+    axes.set_xlabel("x (m), odom frame")
+    axes.set_ylabel("y (m)")
+    axes.set_title(f"world {world.seed}: start (green), path (blue), collisions (red)")
+    axes.grid(color="white", alpha=0.4, linewidth=0.5)
+    figure.tight_layout()
+    figure.savefig(path_png)
+    pyplot.close(figure)
+
+
+# recorded as published (the camera as JPEG: raw frames would make the bag 20x larger)
+BAG_TOPICS = ["/camera/image_raw/compressed", "/camera/camera_info", "/cmd_vel",
+              "/ground_truth/odometry", "/tf", "/tf_static", "/sim/collision",
+              "/dl_perception/dronet/steering_angle", "/dl_perception/dronet/collision_probability"]
+DEPTH_PERIOD_S = 1.0  # depth image and its point cloud, once per simulated second
+POINTS_STRIDE = 4
 
 
 def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int = 0) -> int:
@@ -100,14 +127,24 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
     from sensor_msgs.msg import Image
     from std_msgs.msg import Bool, Float32
 
+    from rclpy.serialization import serialize_message
+    from sensor_msgs.msg import CameraInfo
+
+    from .bags import BagWriter
+    from .geometry import backproject
     from .imaging import image_to_numpy
     from .ros.dronet_control_node import DroNetControlNode
     from .ros.dronet_node import DroNetNode
+    from .ros.messages import pointcloud2_msg, stamp_to_seconds
+    from .ros.record import Recorder as BagRecorder
     from .ros.sim_node import SimNode
 
     os.makedirs(out_dir, exist_ok=True)
     weights = weights or _default_weights(out_dir)
     sim_time = Parameter("use_sim_time", value=True)
+    bag_path = os.path.join(out_dir, "demo_bag")
+    if os.path.isdir(bag_path):
+        shutil.rmtree(bag_path)  # rosbags refuses to overwrite a bag
 
     class Recorder(Node):
         def __init__(self):
@@ -127,6 +164,32 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
             self.create_subscription(Twist, "/cmd_vel", self._on_cmd, 10)
             self.create_subscription(Odometry, "/ground_truth/odometry", self._on_odometry, 100)
             self.create_subscription(Bool, "/sim/collision", self._on_collision, 100)
+            self.create_subscription(CameraInfo, "/camera/camera_info", self._on_info, 10)
+            self.create_subscription(Image, "/camera/depth/image_raw", self._on_depth,
+                                     qos_profile_sensor_data)
+            self.camera_info = None
+            self.last_depth = -float("inf")
+            self.bag = None  # BagWriter, set once it exists
+
+        def _on_info(self, msg) -> None:
+            self.camera_info = msg
+
+        def _on_depth(self, msg: Image) -> None:
+            """Depth (32FC1) and its point cloud in camera_optical_frame, once a second."""
+            stamp = stamp_to_seconds(msg.header.stamp)
+            if self.bag is None or self.camera_info is None or \
+                    stamp - self.last_depth < DEPTH_PERIOD_S:
+                return
+            self.last_depth = stamp
+            depth = image_to_numpy(msg).pixels
+            K = np.asarray(self.camera_info.k, np.float64).reshape(3, 3)
+            points = backproject(depth, K)[::POINTS_STRIDE, ::POINTS_STRIDE].reshape(-1, 3)
+            points = points[np.isfinite(points).all(axis=1)].astype(np.float32)
+            cloud = pointcloud2_msg({"x": points[:, 0], "y": points[:, 1], "z": points[:, 2]},
+                                    msg.header)
+            log_time = self.get_clock().now().nanoseconds
+            self.bag.write("/camera/depth/image_raw", log_time, serialize_message(msg))
+            self.bag.write("/camera/depth/points", log_time, serialize_message(cloud))
 
         def _on_cmd(self, msg: Twist) -> None:
             self.commands += 1
@@ -155,8 +218,16 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
             Parameter("enabled_at_start", value=True), Parameter("max_forward_velocity", value=2.0),
             Parameter("max_yaw_rate", value=1.0), sim_time])
         recorder = Recorder()
+        bag = BagWriter(bag_path)
+        bag.add_connection("/camera/depth/image_raw", "sensor_msgs/msg/Image")
+        bag.add_connection("/camera/depth/points", "sensor_msgs/msg/PointCloud2")
+        recorder.bag = bag
+        # the bag's log times are simulated time, like the messages' stamps
+        bag_node = rclpy.create_node("demo_bag", parameter_overrides=[sim_time])
+        bag_recorder = BagRecorder(bag_node, bag, BAG_TOPICS, log=lambda text: None,
+                                   show_progress=False)
         executor = SingleThreadedExecutor()
-        for node in (sim, dronet, control, recorder):
+        for node in (sim, dronet, control, recorder, bag_node):
             executor.add_node(node)
         print(f"demo: sim_node (world {world_seed}) -> dronet_node -> dronet_control_node -> "
               f"/cmd_vel -> sim_node, for {duration:.0f} s")
@@ -167,17 +238,20 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
         flight = {"distance_m": round(sim.sim.distance, 2), "simulated_s": round(sim.sim.time, 2),
                   "collisions": sim.collisions}
         world = sim.sim.world
-        for node in (sim, dronet, control, recorder):
+        bag_recorder.bar.close()
+        for node in (sim, dronet, control, recorder, bag_node):
             node.destroy_node()
+        bag.close()
+        bag_summary = {topic: bag.counts[topic] for topic in sorted(bag.topics)}
     finally:
         rclpy.try_shutdown()
-    cv2.imwrite(os.path.join(out_dir, "flight_path.png"),
-                world_map(world, np.array(recorder.path), recorder.collisions))
+    save_world_map(os.path.join(out_dir, "flight_path.png"), world, np.array(recorder.path),
+                   recorder.collisions)
     return _report(out_dir, recorder.log, recorder.frames, stats, recorder.commands, duration,
-                   weights, flight)
+                   weights, flight, bag_summary)
 
 
-def _report(out_dir, log, frames, stats, commands, duration, weights, flight) -> int:
+def _report(out_dir, log, frames, stats, commands, duration, weights, flight, bag_topics) -> int:
     if not frames:
         print("demo: no frames were received")
         return 1
@@ -201,6 +275,7 @@ def _report(out_dir, log, frames, stats, commands, duration, weights, flight) ->
                                   "max": float(collision.max())},
         "forward_velocity": {"min": float(speed.min()), "mean": float(speed.mean()),
                              "max": float(speed.max())},
+        "bag_messages": bag_topics,
     }
     with open(os.path.join(out_dir, "summary.json"), "w") as handle:
         json.dump(summary, handle, indent=2)
@@ -213,6 +288,8 @@ def _report(out_dir, log, frames, stats, commands, duration, weights, flight) ->
     for name in ("steering", "collision_probability", "forward_velocity"):
         s = summary[name]
         print(f"{name:28s} min {s['min']:+.3f}  mean {s['mean']:+.3f}  max {s['max']:+.3f}")
-    print(f"\nwrote {video}, {out_dir}/flight_path.png, {out_dir}/frame_*.png and "
-          f"{out_dir}/summary.json")
+    print(f"{'bag messages':28s} {sum(bag_topics.values())} on {len(bag_topics)} topics")
+    print(f"\nwrote {video}, {out_dir}/flight_path.png, {out_dir}/frame_*.png, "
+          f"{out_dir}/summary.json and {out_dir}/demo_bag (MCAP: open "
+          f"{out_dir}/demo_bag/demo_bag.mcap in Foxglove)")
     return 0

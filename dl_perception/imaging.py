@@ -7,11 +7,20 @@ a consumer needs a different layout (byte order, colour conversion).
 """
 from __future__ import annotations
 
+import os
+import re
+import struct
 import sys
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import cv2
 import numpy as np
+
+# Frames with more pixels are dropped as `too_large` before anything is decoded or allocated:
+# a 4K (4096x2160) frame passes. Nodes take it from their `max_pixels` parameter.
+DEFAULT_MAX_PIXELS = 4096 * 2160
 
 # encoding -> (numpy base type, channels)
 ENCODINGS: dict[str, tuple[str, int]] = {
@@ -74,22 +83,40 @@ def _dtype(base: str, bigendian: bool) -> np.dtype:
     return np.dtype((">" if bigendian else "<") + base)
 
 
-def image_to_numpy(msg) -> DecodedImage:
+def _field(msg, name: str, kind=None):
+    """A message field, `kind`-converted; a message without it (a bag's own definition of the
+    type, a foreign object) is unusable, not a crash."""
+    try:
+        value = getattr(msg, name)
+        return kind(value) if kind is not None else value
+    except (AttributeError, TypeError, ValueError) as error:
+        raise ImageDecodeError("corrupt", f"message has no usable '{name}' field "
+                                          f"({type(error).__name__})") from None
+
+
+def _check_pixel_count(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise ImageDecodeError("too_large", f"frame is {width}x{height} = {width * height} "
+                                            f"pixels, more than max_pixels {max_pixels}")
+
+
+def image_to_numpy(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
     """Decode a sensor_msgs/Image. Raises ImageDecodeError for anything unusable."""
-    encoding = msg.encoding
+    encoding = _field(msg, "encoding", str)
     if encoding not in ENCODINGS:
         raise ImageDecodeError(
             "encoding", f"unsupported encoding '{encoding}' (supported: {', '.join(ENCODINGS)})")
-    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    height, width, step = (_field(msg, name, int) for name in ("height", "width", "step"))
     if height <= 0 or width <= 0:
         raise ImageDecodeError("empty", f"image has zero size ({width}x{height})")
+    _check_pixel_count(width, height, max_pixels)
     base, channels = ENCODINGS[encoding]
-    dtype = _dtype(base, bool(msg.is_bigendian))
+    dtype = _dtype(base, _field(msg, "is_bigendian", bool))
     row_bytes = width * channels * dtype.itemsize
     if step < row_bytes:
         raise ImageDecodeError(
             "size", f"step {step} is smaller than width*pixel size {row_bytes} ({encoding})")
-    buffer = np.frombuffer(msg.data, dtype=np.uint8)
+    buffer = np.frombuffer(_field(msg, "data"), dtype=np.uint8)
     if buffer.size < step * height:
         raise ImageDecodeError(
             "size", f"data has {buffer.size} bytes, step*height needs {step * height}")
@@ -130,24 +157,158 @@ def numpy_to_image_fields(pixels: np.ndarray, encoding: str) -> dict:
     }
 
 
-def compressed_to_numpy(msg) -> DecodedImage:
-    """Decode a sensor_msgs/CompressedImage (jpeg or png, as compressed_image_transport writes)."""
-    fmt = (msg.format or "").lower()
-    if "compresseddepth" in fmt:
-        raise ImageDecodeError("encoding", f"compressedDepth images are not supported ('{msg.format}')")
-    data = np.frombuffer(msg.data, dtype=np.uint8)
-    if data.size == 0:
+JPEG_MAGIC = b"\xff\xd8\xff"
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# magic numbers of image formats OpenCV would also decode, refused unless declared as one we take
+OTHER_FORMATS = {b"II*\x00": "tiff", b"MM\x00*": "tiff", b"PF\n": "pfm", b"Pf\n": "pfm",
+                 b"BM": "bmp", b"GIF8": "gif", b"RIFF": "webp", b"\x00\x00\x00\x0cjP": "jpeg2000",
+                 b"#?RADIANCE": "hdr", b"\x76\x2f\x31\x01": "exr"}
+# JPEG start-of-frame markers (baseline, extended, progressive, lossless, arithmetic)
+JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def declared_format(fmt: str) -> str | None:
+    """'jpeg' or 'png' from a CompressedImage format ('jpeg', 'rgb8; jpeg compressed bgr8',
+    ...), None when empty, else the string itself (a format we do not take)."""
+    text = (fmt or "").strip().lower()
+    if not text:
+        return None
+    if "jpeg" in text or "jpg" in text:
+        return "jpeg"
+    if "png" in text:
+        return "png"
+    return text
+
+
+def _sniffed_format(data: bytes) -> str | None:
+    if data.startswith(JPEG_MAGIC):
+        return "jpeg"
+    if data.startswith(PNG_MAGIC):
+        return "png"
+    return next((name for magic, name in OTHER_FORMATS.items() if data.startswith(magic)), None)
+
+
+def jpeg_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a JPEG's start-of-frame header, None when there is none before the
+    scan (walks the marker segments; reads nothing of the compressed data)."""
+    pos = 2
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker == 0x01 or 0xD0 <= marker <= 0xD8:  # segments without a length
+            pos += 2
+            continue
+        if marker == 0xDA or marker == 0xD9:  # scan or end before any frame header
+            return None
+        length = struct.unpack_from(">H", data, pos + 2)[0]
+        if marker in JPEG_SOF:
+            if pos + 9 > len(data):
+                return None
+            height, width = struct.unpack_from(">HH", data, pos + 5)
+            return width, height
+        pos += 2 + length
+    return None
+
+
+def png_frame_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR chunk, None when it does not start with one."""
+    if len(data) < 24 or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack_from(">II", data, 16)
+    return width, height
+
+
+# libjpeg reports damage it can decode around (a cut-short scan padded with grey, a bad Huffman
+# code, junk between markers) only as a warning printed on the process's stderr, which OpenCV
+# neither returns nor raises. Decoding with file descriptor 2 pointed at a buffer of our own
+# catches those lines; what other threads print meanwhile is passed on to the real stderr.
+_LIBJPEG_WARNING = re.compile(r"JPEG|Huffman|marker|SOS|progression|scanlines|arithmetic code",
+                              re.IGNORECASE)
+_capture_lock = threading.Lock()
+_capture_fd: int | None = None
+
+
+@contextmanager
+def _native_stderr_captured(lines: list[str]):
+    global _capture_fd
+    with _capture_lock:
+        if _capture_fd is None:
+            _capture_fd = os.memfd_create("dl_perception_decoder_messages")
+        sys.stderr.flush()
+        saved = os.dup(2)
+        os.dup2(_capture_fd, 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            size = os.lseek(_capture_fd, 0, os.SEEK_END)
+            text = os.pread(_capture_fd, size, 0).decode("utf-8", "replace") if size else ""
+            os.ftruncate(_capture_fd, 0)
+            os.lseek(_capture_fd, 0, os.SEEK_SET)
+    for line in text.splitlines():
+        if _LIBJPEG_WARNING.search(line):
+            lines.append(line.strip())
+        else:
+            print(line, file=sys.stderr)
+
+
+def compressed_to_numpy(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode a sensor_msgs/CompressedImage (jpeg or png, as compressed_image_transport writes).
+    The data must be what `format` declares (either, when it is empty); the frame size is read
+    from the header and checked against `max_pixels` before decoding; a JPEG the decoder warns
+    about is corrupt, whatever it would have made of it."""
+    declared_text = _field(msg, "format", lambda value: str(value or ""))
+    if "compresseddepth" in declared_text.lower():
+        raise ImageDecodeError("encoding", f"compressedDepth images are not supported "
+                                           f"('{declared_text}')")
+    data = _field(msg, "data", bytes)
+    if len(data) == 0:
         raise ImageDecodeError("empty", "compressed image has no data")
-    is_jpeg = data.size >= 2 and data[0] == 0xFF and data[1] == 0xD8
-    if is_jpeg and not (data[-2] == 0xFF and data[-1] == 0xD9):
-        # libjpeg decodes truncated files into grey-padded images with only a warning.
-        raise ImageDecodeError("corrupt", f"JPEG data is truncated ({data.size} bytes, no end marker)")
-    pixels = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    declared, found = declared_format(declared_text), _sniffed_format(data)
+    if declared not in (None, "jpeg", "png"):
+        raise ImageDecodeError("format", f"unsupported compressed format '{declared_text}' "
+                                         "(jpeg or png)")
+    if found not in ("jpeg", "png"):
+        if found is not None:
+            raise ImageDecodeError("format", f"data is {found}, format says "
+                                             f"'{declared_text or 'jpeg or png'}'")
+        raise ImageDecodeError("corrupt", f"data is not {declared or 'JPEG or PNG'} "
+                                          f"(format '{declared_text}')")
+    if declared is not None and found != declared:
+        raise ImageDecodeError("format", f"data is {found}, format says '{declared_text}'")
+    size = jpeg_frame_size(data) if found == "jpeg" else png_frame_size(data)
+    if size is None:
+        raise ImageDecodeError("corrupt", f"{found} data has no readable frame header")
+    if size[0] <= 0 or size[1] <= 0:
+        raise ImageDecodeError("empty", f"{found} header declares a {size[0]}x{size[1]} frame")
+    _check_pixel_count(*size, max_pixels)
+    buffer = np.frombuffer(data, dtype=np.uint8)
+    warnings: list[str] = []
+    try:
+        if found == "jpeg":
+            with _native_stderr_captured(warnings):
+                pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+        else:
+            pixels = cv2.imdecode(buffer, cv2.IMREAD_UNCHANGED)
+    except cv2.error as error:
+        raise ImageDecodeError("corrupt", f"cannot decode {found}: {str(error).strip()[-200:]}") \
+            from None
+    if warnings:
+        raise ImageDecodeError("corrupt", f"{found} data is damaged: {warnings[0]}")
     if pixels is None or pixels.size == 0:
-        raise ImageDecodeError("corrupt", f"cannot decode compressed image (format '{msg.format}')")
-    if pixels.ndim == 2:
+        raise ImageDecodeError("corrupt", f"cannot decode {found} data")
+    channels = 1 if pixels.ndim == 2 else pixels.shape[2]
+    if pixels.dtype not in (np.uint8, np.uint16) or channels not in (1, 3, 4):
+        raise ImageDecodeError("format", f"{found} holds {channels}-channel {pixels.dtype} "
+                                         "pixels (8 or 16 bits, 1, 3 or 4 channels)")
+    if channels == 1:
         encoding = "mono16" if pixels.dtype == np.uint16 else "mono8"
-    elif pixels.shape[2] == 4:
+    elif channels == 4:
         encoding = "bgra8"
     else:
         encoding = "bgr8"
@@ -214,8 +375,9 @@ def to_rgb8(pixels: np.ndarray, encoding: str) -> np.ndarray:
     return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
 
 
-def decode(msg) -> DecodedImage:
-    """Decode either message type (CompressedImage has `format`, Image has `encoding`)."""
+def decode(msg, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
+    """Decode either message type (CompressedImage has `format`, Image has `encoding`); frames
+    of more than `max_pixels` pixels are dropped as `too_large`."""
     if hasattr(msg, "format") and not hasattr(msg, "encoding"):
-        return compressed_to_numpy(msg)
-    return image_to_numpy(msg)
+        return compressed_to_numpy(msg, max_pixels)
+    return image_to_numpy(msg, max_pixels)

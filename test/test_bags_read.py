@@ -218,7 +218,7 @@ def test_damaged_mcap_chunk_is_located(tmp_path):
     path = tmp_path / "bag"
     storage = _float_bag(path, 60000)
     data = bytearray(storage.read_bytes())
-    # record lengths inside the second chunk (rosbags writes chunks without a CRC)
+    # record lengths inside the second chunk: the chunk's CRC no longer matches
     data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64
     storage.write_bytes(bytes(data))
     read = 0
@@ -228,7 +228,7 @@ def test_damaged_mcap_chunk_is_located(tmp_path):
     message = str(error.value)
     assert message.startswith(f"{storage}: ") and "at byte" in message
     offset = int(message.split("at byte ")[1].split(";")[0])
-    assert abs(offset - len(data) // 2) < 64
+    assert offset <= len(data) // 2 < offset + (1 << 20) + 4096  # the chunk holding the damage
     assert 0 < read < 60000
 
 

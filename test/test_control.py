@@ -34,10 +34,43 @@ def test_low_pass_filter_converges_to_targets():
 
 def test_steering_is_clipped_to_unit_range():
     controller = make(alpha_yaw=1.0)
-    controller.update_perception(steering=3.7, collision_probability=0.0, stamp=0.0)
+    controller.update_perception(steering=1.7, collision_probability=0.0, stamp=0.0)
     assert math.isclose(controller.step(0.0).yaw_rate, 2.0)
-    controller.update_perception(steering=-9.0, collision_probability=0.0, stamp=0.0)
+    controller.update_perception(steering=-1.9, collision_probability=0.0, stamp=0.0)
     assert math.isclose(controller.step(0.0).yaw_rate, -2.0)
+
+
+@pytest.mark.parametrize("steering,collision", [
+    (0.0, -0.5), (0.0, 1.5), (0.0, -1e-3), (9.0, 0.1), (-2.5, 0.1), (float("inf"), 0.1),
+    (0.0, float("nan"))])
+def test_out_of_range_outputs_are_invalid_hold_then_zero(steering, collision):
+    controller = make(alpha_velocity=1.0)
+    assert controller.update_perception(0.1, 0.4, 0.0)
+    held = controller.step(0.1).forward_velocity
+    assert math.isclose(held, 0.6)
+    # an invalid output never speeds the vehicle up (a negative probability used to mean
+    # full speed): the last valid one holds ...
+    assert not controller.update_perception(steering, collision, 0.3)
+    assert controller.invalid_inputs == 1
+    assert math.isclose(controller.step(0.4).forward_velocity, held)
+    # ... until it is older than input_timeout
+    command = controller.step(0.51)
+    assert (command.forward_velocity, command.yaw_rate, command.reason) == \
+        (0.0, 0.0, "stop: stale input")
+
+
+def test_invalid_outputs_alone_never_move_the_vehicle():
+    controller = make()
+    for step in range(10):
+        controller.update_perception(0.0, -0.5, step * 0.1)
+        command = controller.step(step * 0.1)
+        assert command.forward_velocity == 0.0 and command.reason == "stop: no input"
+
+
+def test_the_steering_bound_is_a_parameter():
+    with pytest.raises(ValueError, match="steering_limit"):
+        make(steering_limit=0.5)  # below the clipping range: every output would be invalid
+    assert make(steering_limit=10.0).update_perception(9.0, 0.1, 0.0)
 
 
 def test_hard_stop_at_critical_probability_keeps_turning():

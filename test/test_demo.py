@@ -28,6 +28,19 @@ def test_demo_flies_the_simulator_and_writes_results(tmp_path):
     assert 0.0 <= summary["collision_probability"]["min"] <= summary["collision_probability"]["max"] <= 1.0
     assert os.path.getsize(out / "dronet_demo.avi") > 10_000
     assert len([f for f in os.listdir(out) if f.startswith("frame_")]) == 4
+    # an MCAP Foxglove opens: ROS 2 schemas with every message definition, the demo's topics
+    from mcap.reader import make_reader
+    with open(out / "demo_bag" / "demo_bag.mcap", "rb") as handle:
+        summary_section = make_reader(handle).get_summary()
+    channels = {c.topic: summary_section.schemas[c.schema_id]
+                for c in summary_section.channels.values()}
+    assert {"/camera/image_raw/compressed", "/camera/depth/image_raw", "/camera/depth/points",
+            "/cmd_vel", "/ground_truth/odometry", "/tf", "/tf_static"} <= set(channels)
+    assert all(schema.encoding == "ros2msg" and schema.data for schema in channels.values())
+    assert channels["/tf"].name == "tf2_msgs/msg/TFMessage"
+    counts = summary_section.statistics.channel_message_counts
+    assert all(counts[c.id] > 0 for c in summary_section.channels.values()
+               if c.topic in ("/tf", "/tf_static", "/camera/image_raw/compressed", "/cmd_vel"))
 
 
 def test_camera_node_publishes_a_folder_of_real_frames(ros, shared_data):

@@ -106,7 +106,7 @@ def test_unusable_folders_are_refused(tmp_path):
     with pytest.raises(ValueError, match="16-bit"):
         load_depth(sample.depth, sample.depth_scale)
     with pytest.raises(ValueError, match="unknown depth dataset format"):
-        read_depth_dataset(str(tmp_path / "eight"), "tum")
+        read_depth_dataset(str(tmp_path / "eight"), "bogus")
 
 
 def test_training_refuses_evaluation_worlds(tmp_path):

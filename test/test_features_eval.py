@@ -5,10 +5,15 @@ import os
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
-from dl_perception.evaluation.features import map_points, pair_metrics, read_homography_pairs
+from dl_perception.datasets.homography import read_pair_set
+from dl_perception.datasets.strecha import pose_pairs, read_scene, relative_pose
+from dl_perception.evaluation.features import (SUMMARY_KEYS, format_report, map_points,
+                                               pair_metrics, pose_auc, read_homography_pairs,
+                                               relative_pose_error)
 from dl_perception.matching import mutual_nearest_neighbours
 from dl_perception.paths import shipped_weights
 
@@ -95,3 +100,68 @@ def test_shipped_lift_beats_orb_on_the_real_pairs(shared_data, tmp_path):
     thresholds = [k for k in lift if k.startswith("homography@")]
     assert all(lift[k] >= orb[k] for k in thresholds)
     assert any(lift[k] > orb[k] for k in thresholds)
+
+
+def _random_pose(rng):
+    axis = rng.normal(size=3)
+    R, _ = cv2.Rodrigues(axis / np.linalg.norm(axis) * np.radians(10))
+    return R, np.array([1.0, 0.1, 0.2])
+
+
+def test_relative_pose_error_on_a_scene_with_a_known_answer():
+    rng = np.random.default_rng(0)
+    K = np.array([[500.0, 0, 319.5], [0, 500.0, 239.5], [0, 0, 1]])
+    X = rng.uniform([-3, -2, 6], [3, 2, 12], (300, 3))  # camera a's coordinates
+    R, t = _random_pose(rng)
+    pixels_a = (X @ K.T)[:, :2] / X[:, 2:]
+    in_b = X @ R.T + t
+    pixels_b = (in_b @ K.T)[:, :2] / in_b[:, 2:]
+    noisy_b = pixels_b + rng.normal(0, 0.3, pixels_b.shape)
+    noisy_b[:60] = rng.uniform([0, 0], [640, 480], (60, 2))  # 20 % wrong matches
+    result = relative_pose_error(pixels_a, noisy_b, K, K, R, t)
+    assert result["pose_error_deg"] < 1.0 and result["pose_inliers"] > 200
+    # the translation is compared as a direction (scale-free)
+    assert relative_pose_error(pixels_a, noisy_b, K, K, R, 7 * t)["pose_error_deg"] < 1.0
+    # against another truth, the same estimate is far off: the metric can fail
+    wrong = relative_pose_error(pixels_a, noisy_b, K, K, R.T, t)
+    assert wrong["rotation_error_deg"] > 15
+    assert relative_pose_error(pixels_a[:4], pixels_b[:4], K, K, R, t)["pose_error_deg"] == np.inf
+
+
+def test_pose_auc():
+    # recall 1/3 at 1 deg, 2/3 at 3 deg, a failure: area (1/6 + 1 + 4/3) / 5 under 5 deg
+    assert pose_auc([1.0, 3.0, np.inf], (5,))["auc@5"] == pytest.approx(0.5)
+    assert pose_auc([0.0, 0.0], (5, 10)) == {"auc@5": 1.0, "auc@10": 1.0}
+    assert pose_auc([np.inf], (5,))["auc@5"] == 0.0
+
+
+def test_pose_pairs_of_a_scene_and_their_ground_truth(shared_data):
+    views = read_scene(os.path.join(shared_data, "strecha_mvs", "fountain-P11"))
+    pairs = pose_pairs(views, 3)
+    assert len(pairs) == 27 and (0, 3) in pairs and (0, 4) not in pairs
+    R, t = relative_pose(views[0], views[1])
+    # camera b's centre seen from camera a: -R^T t
+    centre_b_in_a = views[0].R @ (-views[1].R.T @ views[1].t) + views[0].t
+    np.testing.assert_allclose(-R.T @ t, centre_b_in_a, atol=1e-4)  # R: 6 digits in the file
+
+
+def test_hpatches_sequence_reader(shared_data):
+    pairs, notes = read_pair_set(os.path.join(shared_data, "churchill_homography"))
+    assert [p.name for p in pairs] == [f"churchill_homography:1-{k}" for k in range(2, 7)]
+    assert not notes and all(p.H[2, 2] == 1.0 for p in pairs)
+    # H_1_k maps image 1 into image k: the image centre lands inside image k
+    for pair in pairs:
+        assert (0 < map_points(pair.H, np.array([[383.5, 511.5]]))).all()
+
+
+def test_report_columns_stay_apart_with_long_pair_names():
+    rows = {"pair": "churchill_homography:1-6", "set": "churchill_homography", "matches": 10,
+            **{k: 0.5 for k in SUMMARY_KEYS if k != "matches"}}
+    result = {"pairs": [rows["pair"]], "sets": ["churchill_homography"], "notes": [],
+              "threshold_px": 3.0, "per_pair": {"LIFT": [rows], "SIFT": [rows]},
+              "summary": {"LIFT": rows, "SIFT": rows},
+              "set_summary": {"churchill_homography": {"LIFT": rows, "SIFT": rows}},
+              "pose_summary": {}, "pose_pairs": []}
+    report = format_report(result)
+    line = next(line for line in report.splitlines() if line.startswith("churchill_homography:1-6"))
+    assert line.split()[:2] == ["churchill_homography:1-6", "LIFT"]

@@ -103,16 +103,32 @@ def test_train_command_end_to_end(tmp_path):
         cv2.imwrite(str(images / f"{seed}.png"), texture(seed, 300))
     sequence = PlanesScene(160, 120).write_sequence(str(tmp_path / "seq"), 5)
     out = tmp_path / "lift.safetensors"
-    result = subprocess.run(
-        [os.path.join(BIN, "dl-perception"), "train", "lift", "--images", str(images),
-         "--sequences", sequence, "--out", str(out), "--image-size", "160", "120",
-         "--descriptor-steps", "2", "--orientation-steps", "1", "--detector-steps", "1",
-         "--batch-size", "8", "--pairs-in-memory", "2", "--validation-pairs", "1",
-         "--validate-every", "2", "--threads", "1", "--device", "cpu"],
-        capture_output=True, text=True, timeout=300)
+    command = [os.path.join(BIN, "dl-perception"), "train", "lift", "--images", str(images),
+               "--sequences", sequence, "--out", str(out), "--image-size", "160", "120",
+               "--descriptor-steps", "2", "--orientation-steps", "1", "--detector-steps", "1",
+               "--batch-size", "8", "--pairs-in-memory", "2", "--validation-pairs", "1",
+               "--validate-every", "2", "--threads", "1", "--device", "cpu"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert "descriptor 2/2" in result.stdout and "detector 1/1" in result.stdout
     from dl_perception import models
     model = models.load(str(out), expected="lift")
     assert set(model.checkpoint_info["stages"]) == {"descriptor", "orientation", "detector"}
     assert model.checkpoint_info["trained_on"]["sequences"] == [sequence]
+    # every stage keeps a history and a state to resume from; a resumed finished run trains no
+    # further step
+    history = (tmp_path / "lift.safetensors.descriptor.history.csv").read_text().splitlines()
+    assert len(history) == 2  # header + one chunk of 2 steps
+    assert (tmp_path / "lift.safetensors.detector.resume.pt").is_file()
+    resumed = subprocess.run(command + ["--resume"], capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "descriptor: resuming after step 2" in resumed.stdout
+    assert "descriptor 2/2" not in resumed.stdout
+
+
+def test_training_refuses_the_validation_sets(shared_data):
+    for name in ("homography", "churchill_homography", os.path.join("strecha_mvs", "fountain-P11"),
+                 "strecha_mvs"):
+        with pytest.raises(TrainingDataError, match="validation"):
+            PairSource([os.path.join(shared_data, name)], [], LIFTTrainConfig(),
+                       np.random.default_rng(0))

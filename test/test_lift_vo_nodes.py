@@ -17,12 +17,14 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
+from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from dl_perception import models  # noqa: E402
 from dl_perception.pointcloud import unpack  # noqa: E402
 from dl_perception.ros.lift_node import LIFTNode  # noqa: E402
 from dl_perception.ros.messages import (camera_info_msg, header, image_msg,  # noqa: E402
                                         pointcloud2_msg, seconds_to_stamp)
+from dl_perception.ros.tf import TF_QOS  # noqa: E402
 from dl_perception.ros.vo_node import VONode  # noqa: E402
 from dl_perception.vo import body_pose  # noqa: E402
 
@@ -113,8 +115,11 @@ class _Feeder:
         self.features = node.create_publisher(PointCloud2, "/dl_perception/features", 10)
         self.depth = node.create_publisher(Image, "/dl_perception/depth/image",
                                            qos_profile_sensor_data)
-        self.odometry = []
+        self.odometry, self.tf, self.points = [], [], []
         node.create_subscription(Odometry, "/dl_perception/vo/odometry", self.odometry.append, 100)
+        node.create_subscription(PointCloud2, "/dl_perception/features/points",
+                                 self.points.append, 100)
+        node.create_subscription(TFMessage, "/tf", self.tf.append, TF_QOS)
         self.sift = cv2.SIFT_create(nfeatures=400)
 
     def send(self, index, blank=False):
@@ -178,6 +183,36 @@ def test_vo_node_odometry_and_tracking_loss(ros, with_depth):
         assert cosine > 0.95
         assert last.pose.covariance[0] > 1e3
     assert math.isfinite(last.twist.twist.linear.x)
+    # keypoints with depth, in 3-D: z is the depth image's value at the keypoint
+    if with_depth:
+        assert len(feeder.points) >= 30
+        cloud = unpack(feeder.points[-1])
+        assert len(cloud) > 20 and feeder.points[-1].header.frame_id == "camera_optical_frame"
+        index = int(round((feeder.points[-1].header.stamp.nanosec * 1e-9
+                           + feeder.points[-1].header.stamp.sec - 10.0) / 0.1))
+        depth = np.nan_to_num(scene.render(scene.pose(index))[1])
+        u, v = np.round(cloud["u"]).astype(int), np.round(cloud["v"]).astype(int)
+        # read on the depth grid (intrinsics scaled from camera_info): the pixel or a neighbour
+        near = np.stack([depth[np.clip(v + dv, 0, depth.shape[0] - 1),
+                               np.clip(u + du, 0, depth.shape[1] - 1)]
+                         for dv in (-1, 0, 1) for du in (-1, 0, 1)])
+        assert (np.abs(near - cloud["z"]) < 1e-4).any(axis=0).all()
+        camera = scene.camera
+        assert np.allclose(cloud["x"], (cloud["u"] - camera.cx) / camera.fx * cloud["z"],
+                           rtol=1e-4, atol=1e-5)
+    else:
+        assert feeder.points == []
+    # /tf carries each odometry pose: odom -> camera_link at the same stamp
+    transforms = {(t.header.stamp.sec, t.header.stamp.nanosec): t
+                  for m in feeder.tf for t in m.transforms}
+    assert len(transforms) == len(feeder.odometry)
+    for odometry in feeder.odometry:
+        t = transforms[(odometry.header.stamp.sec, odometry.header.stamp.nanosec)]
+        assert (t.header.frame_id, t.child_frame_id) == ("odom", "camera_link")
+        p, r = odometry.pose.pose.position, odometry.pose.pose.orientation
+        assert (t.transform.translation.x, t.transform.translation.y,
+                t.transform.translation.z) == (p.x, p.y, p.z)
+        assert (t.transform.rotation.x, t.transform.rotation.w) == (r.x, r.w)
 
 
 def test_bench_lift_command(lift_weights, tmp_path):

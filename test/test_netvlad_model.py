@@ -1,5 +1,6 @@
 """NetVLAD: the layer against its definition, both presets, whitening, k-means initialisation,
 the weakly supervised triplet ranking loss, hard-negative mining and a short training run."""
+import dataclasses
 import json
 import os
 
@@ -15,8 +16,8 @@ from dl_perception.imaging import DecodedImage
 from dl_perception.models.netvlad import NetVLADLayer
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.netvlad import (HardNegativeMiner, NetVLADTrainConfig,
-                                            PlaceTrainingData, init_clusters,
-                                            triplet_ranking_loss, train_netvlad)
+                                            PlaceTrainingData, augment_views, info_nce_loss,
+                                            init_clusters, triplet_ranking_loss, train_netvlad)
 
 torch.set_num_threads(2)
 
@@ -46,19 +47,43 @@ def test_layer_matches_the_definition():
 
 def test_cpu_preset_shapes_and_preprocessing():
     model = models.create("netvlad").eval()
-    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 96
+    assert model.config.num_clusters == 64 and model.vlad_dim == 64 * 128
     rgb = np.random.default_rng(0).integers(0, 255, (480, 640, 3), np.uint8)
     batch = model.preprocess(DecodedImage(rgb, "rgb8"))
-    assert batch.shape == (1, 3, 240, 320) and batch.dtype == torch.float32
-    assert model.local_descriptors(batch).shape == (1, 96, 14, 19)
+    assert batch.shape == (1, 3, 96, 128) and batch.dtype == torch.float32
+    assert model.local_descriptors(batch).shape == (1, 128, 12, 16)  # output stride 8
     bgr = np.ascontiguousarray(rgb[:, :, ::-1])
     torch.testing.assert_close(model.preprocess(DecodedImage(bgr, "bgr8")), batch)
     with torch.inference_mode():
         out = model(torch.cat([batch, batch.flip(3)]))
-    assert out["descriptor"].shape == (2, 6144)  # whitening not fitted yet: the VLAD vector
+    assert out["descriptor"].shape == (2, 8192)  # whitening not fitted yet: the VLAD vector
     assert torch.allclose(out["descriptor"].norm(dim=1), torch.ones(2))
+    features = model.local_descriptors(torch.cat([batch, batch.flip(3)]))
+    assert not torch.allclose(features[0], features[1].flip(2), atol=1e-3)  # not symmetric
     with pytest.raises(ValueError, match="empty"):
         model.preprocess(DecodedImage(np.zeros((0, 0, 3), np.uint8), "rgb8"))
+
+
+def test_cpu_preset_sees_luma_standardised_per_image():
+    """Grey input standardised per image: another gain and offset of the light, or another
+    colour of the same luma, gives the same input to the backbone; another picture does not."""
+    torch.manual_seed(0)
+    model = models.create("netvlad").eval()
+    image = torch.rand(1, 3, 96, 128) * 0.6 + 0.2
+    luma = (image * torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)).sum(1, keepdim=True)
+    reference = model.normalize_input(image)
+    assert reference.shape == (1, 1, 96, 128)
+    assert abs(reference.mean().item()) < 1e-5 and reference.std().item() == pytest.approx(1, 0.1)
+    torch.testing.assert_close(model.normalize_input(luma.expand(1, 3, 96, 128)), reference)
+    dimmer = model.normalize_input(0.5 * image + 0.05).flatten()
+    assert torch.corrcoef(torch.stack([dimmer, reference.flatten()]))[0, 1] > 0.9999
+    other = model.normalize_input(torch.rand(1, 3, 96, 128)).flatten()
+    assert torch.corrcoef(torch.stack([other, reference.flatten()]))[0, 1] < 0.5
+    assert model.backbone.layers[0].in_channels == 1
+    with pytest.raises(ValueError, match="takes RGB"):
+        models.create("netvlad", backbone="eigen_coarse")
+    with pytest.raises(ValueError, match="input_normalization"):
+        models.create("netvlad", input_normalization="none")
 
 
 def test_paper_preset_vgg16_conv5_shapes_and_a_training_step():
@@ -96,6 +121,20 @@ def test_whitening_decorrelates_and_travels_in_the_checkpoint(tmp_path):
         torch.testing.assert_close(loaded(image)["descriptor"], model.eval()(image)["descriptor"])
     with pytest.raises(ValueError, match="needs more than 16"):
         model.fit_whitening(vlads[:10])
+    # power 0: the plain PCA projection, orthonormal directions, variances kept (decreasing)
+    # (on data whose 16 leading variances fall 36-fold, so the ordering is not left to chance)
+    generator = torch.Generator().manual_seed(0)
+    basis = torch.linalg.qr(torch.randn(model.vlad_dim, 16, generator=generator))[0].T
+    spread = (torch.randn(200, 16, generator=generator) * torch.linspace(3, 0.5, 16)) @ basis \
+        + 0.01 * torch.randn(200, model.vlad_dim, generator=generator)
+    plain = models.create("netvlad", pca_dim=16, whitening_power=0.0)
+    plain.fit_whitening(spread)
+    rows = plain.whitening_projection.double()
+    torch.testing.assert_close(rows @ rows.T, torch.eye(16, dtype=torch.float64), atol=1e-4,
+                               rtol=0)
+    variances = torch.cov(((spread - plain.whitening_mean) @ plain.whitening_projection.T).T
+                          .double()).diagonal()
+    assert (variances[:-1] >= variances[1:] - 1e-9).all() and variances[0] > 2 * variances[-1]
     with pytest.raises(CheckpointError, match="expected 'dronet'"):
         models.load(path, expected="dronet")
 
@@ -105,7 +144,7 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
     depth_path = str(tmp_path / "depth.safetensors")
     depth = models.create("depth")
     depth.save(depth_path)
-    model = models.create("netvlad", resize_to=[64, 48])
+    model = models.create("netvlad", "depth", resize_to=[64, 48])
     load_depth_backbone(model, depth_path)
     for name in ("coarse1", "coarse2", "coarse3", "coarse4"):
         torch.testing.assert_close(getattr(model.backbone, name).weight,
@@ -118,10 +157,10 @@ def test_backbone_starts_from_the_depth_network(tmp_path):
         y = F.max_pool2d(F.relu(depth.coarse2(y)), 2)
         expected = depth.coarse4(F.relu(depth.coarse3(y)))
         torch.testing.assert_close(model.local_descriptors(x), expected)
-    wider = models.create("netvlad", eigen_channels=[32, 64, 96, 128])
+    wider = models.create("netvlad", "depth", eigen_channels=[32, 64, 96, 128])
     with pytest.raises(ValueError, match="coarse4"):
         load_depth_backbone(wider, depth_path)
-    with pytest.raises(ValueError, match="eigen_coarse"):
+    with pytest.raises(ValueError, match="eigen_coarse backbone"):
         load_depth_backbone(models.create("netvlad", backbone="light"), depth_path)
     with pytest.raises(CheckpointError):
         load_depth_backbone(model, str(tmp_path / "missing.safetensors"))
@@ -148,7 +187,7 @@ def test_training_data_positives_cross_routes_and_negatives_are_far(routes):
     data = PlaceTrainingData(routes, model, cfg, log=lambda *_: None)
     assert len(data) == 120 and len(data.queries) == 120
     for query in data.queries:
-        positives, negatives = data.positives[query], data.negatives[query]
+        positives, negatives = data.positives[query], data.negatives_of(query)
         assert (data.routes[positives] != data.routes[query]).all()
         assert (data.groups[positives] == data.groups[query]).all()
         distance = np.linalg.norm(data.positions[positives] - data.positions[query], axis=1)
@@ -177,7 +216,7 @@ def test_kmeans_initialisation_and_mining(routes):
     cache = miner.cache
     distances = (cache[data.positives[query]] - cache[query]).pow(2).sum(1)
     assert best == data.positives[query][int(distances.argmin())]
-    assert len(hardest) == 5 and set(hardest) <= set(data.negatives[query])
+    assert len(hardest) == 5 and set(hardest) <= set(data.negatives_of(query))
     # the previous hardest negatives stay in the next pool: they can only get harder or stay
     again = miner.mine(query)[1]
     d = lambda idx: (cache[idx] - cache[query]).pow(2).sum(1).max().item()  # noqa: E731
@@ -256,13 +295,50 @@ def test_train_command(tmp_path, routes, capsys):
     assert "go together" in capsys.readouterr().err
 
 
-def test_shipped_weights_are_the_depth_initialised_cpu_preset():
+def test_shipped_weights_are_the_real_image_cpu_preset():
     from dl_perception.paths import resolve_weights, shipped_weights
     assert resolve_weights("netvlad", "") == shipped_weights("netvlad")  # the nodes' default
     model = models.load(shipped_weights("netvlad"), expected="netvlad").eval()
-    assert model.config.backbone == "eigen_coarse" and model.whitened
-    assert model.descriptor_dim == 128 and model.config.resize_to == [320, 240]
+    assert model.config.backbone == "light" and model.config.grey and model.whitened
+    assert model.descriptor_dim == 128 and model.config.resize_to == [128, 96]
+    info = model.checkpoint_info
+    assert not any(source.startswith("cohog") for source in info["trained_on"])
+    assert info["backbone_from"] is None  # stands on its own: no depth network inside
     rgb = np.random.default_rng(1).integers(0, 255, (240, 320, 3), np.uint8)
     with torch.inference_mode():
         descriptor = model(model.preprocess(DecodedImage(rgb, "rgb8")))["descriptor"]
     assert torch.isfinite(descriptor).all() and descriptor.norm().item() == pytest.approx(1.0)
+
+
+def test_augmentation_and_info_nce():
+    torch.manual_seed(0)
+    batch = torch.rand(6, 3, 48, 64)
+    first, second = augment_views(batch), augment_views(batch)
+    assert first.shape == batch.shape and 0.0 <= first.min() and first.max() <= 1.0
+    assert (first - batch).abs().mean() > 0.02 and (first - second).abs().mean() > 0.02
+    views = F.normalize(torch.randn(8, 32), dim=1)
+    noisy = F.normalize(views + 0.1 * torch.randn(8, 32), dim=1)
+    matched = info_nce_loss(views, noisy, 0.1)
+    shuffled = info_nce_loss(views, noisy[torch.roll(torch.arange(8), 1)], 0.1)
+    assert matched < 0.5 < shuffled
+
+
+def test_pretraining_then_triplets_and_resume(routes, tmp_path):
+    out = str(tmp_path / "r.safetensors")
+    cfg = NetVLADTrainConfig(pretrain_epochs=1, pretrain_steps=2, pretrain_batch=6, epochs=1,
+                             queries_per_epoch=8, num_negatives=3, negative_pool=20,
+                             kmeans_images=20, pca_images=120, cache_refresh=100)
+    overrides = {"resize_to": [64, 48], "pca_dim": 16}
+    first = train_netvlad(routes, out, cfg, torch.device("cpu"), model_overrides=overrides,
+                          validation=(routes[0], routes[1]), log=lambda *_: None)
+    history = first.checkpoint_info["history"]
+    assert [h["epoch"] for h in history] == [0, 1, 2]
+    assert np.isfinite(history[1]["pretrain_loss"]) and np.isfinite(history[2]["loss"])
+    assert os.path.isfile(out + ".loss.png") and os.path.isfile(out + ".resume.pt")
+    lines = []
+    longer = dataclasses.replace(cfg, epochs=2)
+    again = train_netvlad(routes, out, longer, torch.device("cpu"), model_overrides=overrides,
+                          validation=(routes[0], routes[1]), resume=True, log=lines.append)
+    assert any("resumed after epoch 2" in line for line in lines)
+    assert [h["epoch"] for h in again.checkpoint_info["history"]] == [0, 1, 2, 3]
+    assert again.whitened and again.descriptor_dim == 16

@@ -9,20 +9,49 @@ def test_package_xml(repo_dir):
     assert root.tag == "package" and root.get("format") == "3"
     assert root.findtext("name") == "dl_perception"
     assert root.find("export/build_type").text == "ament_python"
+    assert root.find("buildtool_depend") is None  # ament_python is no rosdep key
     exec_deps = {e.text for e in root.findall("exec_depend")}
     for dep in ("rclpy", "sensor_msgs", "std_msgs", "geometry_msgs", "nav_msgs", "std_srvs",
-                "diagnostic_msgs", "rosgraph_msgs", "launch", "launch_ros", "python3-numpy",
-                "python3-opencv", "python3-torch-pip", "python3-safetensors-pip"):
+                "diagnostic_msgs", "rosgraph_msgs", "tf2_msgs", "launch", "launch_ros",
+                "python3-numpy", "python3-opencv", "python3-torch-pip", "python3-safetensors-pip"):
         assert dep in exec_deps, dep
     assert root.findtext("license") == "Apache-2.0"
 
 
-def test_custom_rosdep_keys_cover_package_xml(repo_dir):
+def test_package_xml_passes_catkin_pkg_validation(repo_dir):
+    from catkin_pkg.package import parse_package
+    warnings = []
+    package = parse_package(os.path.join(repo_dir, "package.xml"), warnings=warnings)
+    package.validate(warnings=warnings)
+    assert warnings == []
+    assert package.get_build_type() == "ament_python"
+
+
+def _documented_keys(repo_dir) -> dict:
+    """docs/packaging.md's table: key -> (kind, source)."""
+    rows = {}
+    for line in open(os.path.join(repo_dir, "docs", "packaging.md")):
+        cells = [c.strip().strip("`") for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and cells[1] in ("exec", "test"):
+            rows[cells[0]] = (cells[1], cells[2])
+    return rows
+
+
+def test_every_dependency_is_a_documented_rosdep_key(repo_dir):
+    """Each key of package.xml is a ROS package, a key of rosdistro's python.yaml or one of
+    rosdep/dl_perception.yaml, as docs/packaging.md lists; the custom file redefines none of
+    rosdistro's keys."""
     import yaml
-    keys = yaml.safe_load(open(os.path.join(repo_dir, "rosdep", "dl_perception.yaml")))
     root = ElementTree.parse(os.path.join(repo_dir, "package.xml")).getroot()
-    pip_keys = {e.text for e in root.iter() if e.text and e.text.endswith("-pip")}
-    assert pip_keys <= set(keys)
+    used = {(e.text, "exec" if e.tag == "exec_depend" else "test")
+            for e in root if e.tag in ("exec_depend", "test_depend")}
+    documented = _documented_keys(repo_dir)
+    assert used == {(key, kind) for key, (kind, _) in documented.items()}
+    custom = set(yaml.safe_load(open(os.path.join(repo_dir, "rosdep", "dl_perception.yaml"))))
+    assert custom == {k for k, (_, source) in documented.items()
+                      if source == "rosdep/dl_perception.yaml"}
+    assert all(source in ("ROS package", "rosdistro rosdep/python.yaml",
+                          "rosdep/dl_perception.yaml") for _, source in documented.values())
 
 
 def test_ament_layout(repo_dir):

@@ -20,7 +20,6 @@ from dl_perception import models  # noqa: E402
 from dl_perception.geometry import rotation_angle_deg  # noqa: E402
 from dl_perception.imaging import DecodedImage  # noqa: E402
 from dl_perception.models.posenet import pose_covariance  # noqa: E402
-from dl_perception.ros import posenet_node  # noqa: E402
 from dl_perception.ros.messages import header, image_msg  # noqa: E402
 from dl_perception.ros.posenet_node import POSE_TOPIC, PoseNetNode  # noqa: E402
 
@@ -32,7 +31,7 @@ def checkpoints(tmp_path_factory):
     for name, learned in (("fixed", False), ("learned", True)):
         torch.manual_seed(1)
         model = models.create("posenet", learned_weighting=learned)
-        model.set_scene([20.0, -5.0, 1.2], 30.0, "map")
+        model.set_scene([20.0, -5.0, 1.2], 30.0, "world")
         if learned:
             with torch.no_grad():
                 model.log_variances.copy_(torch.tensor([0.4, -3.5]))
@@ -95,7 +94,6 @@ def test_pose_in_the_trained_frame_with_configured_covariance(ros, checkpoints):
     assert rotation_angle_deg(quaternion, expected["quaternion"][0].numpy()) < 1e-3
     assert np.allclose(np.array(pose.pose.covariance).reshape(6, 6),
                        np.diag([4.0] * 3 + [0.02] * 3))
-    assert node.tf_broadcaster is None  # tf2_ros is not installed here
     # the node says which scene its weights are for
     assert node.scene == "simulator world 7 (64 m x 64 m)"
     assert node.diagnostic_values()["scene"] == node.scene
@@ -111,27 +109,26 @@ def test_learned_uncertainty_gives_the_covariance(ros, checkpoints):
                        pose_covariance(0.4, -3.5, "l2"), rtol=1e-5)
 
 
-def test_tf_is_broadcast_where_tf2_ros_exists(ros, checkpoints, monkeypatch):
-    sent = []
+def test_pose_is_published_on_tf(ros, checkpoints):
+    from tf2_msgs.msg import TFMessage
 
-    class FakeBroadcaster:
-        def __init__(self, node):
-            self.node = node
+    from dl_perception.ros.tf import TF_QOS
 
-        def sendTransform(self, transform):  # noqa: N802 (tf2_ros's name)
-            sent.append(transform)
-
-    monkeypatch.setattr(posenet_node, "TransformBroadcaster", FakeBroadcaster)
     _, probe, executor = _start(checkpoints["fixed"], tf_child_frame="posenet_cam")
+    sent = []
+    probe.node.create_subscription(TFMessage, "/tf", sent.append, TF_QOS)
     _send(executor, probe, _frame(2), 1)
-    (transform,) = sent
-    pose = probe.poses[0].pose.pose
+    assert spin_until(executor, lambda: sent, timeout=5.0)
+    (transform,) = sent[0].transforms
+    pose = probe.poses[0]
+    assert transform.header == pose.header  # map, the image's stamp
     assert transform.header.frame_id == "map" and transform.child_frame_id == "posenet_cam"
-    assert transform.transform.translation.x == pose.position.x
-    assert transform.transform.rotation.w == pose.orientation.w
-    _, probe, executor = _start(checkpoints["fixed"], publish_tf=False)
+    assert transform.transform.translation.x == pose.pose.pose.position.x
+    assert transform.transform.rotation.w == pose.pose.pose.orientation.w
+    node, probe, executor = _start(checkpoints["fixed"], publish_tf=False, frame_id="")
+    assert node.tf_broadcaster is None
     _send(executor, probe, _frame(2), 1)
-    assert len(sent) == 1
+    assert probe.poses[0].header.frame_id == "world"  # "": the checkpoint's scene frame
 
 
 def test_bad_frames_are_dropped_and_the_node_survives(ros, checkpoints):

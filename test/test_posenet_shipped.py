@@ -29,7 +29,7 @@ def test_shipped_posenet_relocalises_in_its_world(tmp_path):
 
     # a route never recorded for training, one frame every 4 s of flight (about 8 m)
     record(RecordConfig(world_seed=WORLD_SEED, out=str(tmp_path / "flight"), route="random",
-                        route_seed=300, frames=12, rate_hz=0.25, bag=False), log=lambda _: None)
+                        route_seed=300, frames=12, rate_hz=0.25, bag=False))
     metrics = evaluate_posenet(shipped_weights("posenet"),
                                [open_posed_images(str(tmp_path / "flight"))], torch.device("cpu"),
                                log=lambda _: None)

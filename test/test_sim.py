@@ -223,7 +223,7 @@ def test_rendering_faults_give_a_clear_error_not_a_hang():
 def recording(tmp_path_factory):
     from dl_perception.sim.recording import RecordConfig, record
     out = str(tmp_path_factory.mktemp("sim") / "seq")
-    summary = record(RecordConfig(world_seed=7, out=out, frames=30, perturb=0.3), log=lambda _: None)
+    summary = record(RecordConfig(world_seed=7, out=out, frames=30, perturb=0.3))
     return out, summary
 
 
@@ -290,7 +290,7 @@ def test_recording_is_deterministic(tmp_path):
     from dl_perception.sim.recording import RecordConfig, record
     for name in ("a", "b"):
         record(RecordConfig(world_seed=11, out=str(tmp_path / name), frames=8, bag=False,
-                            perturb=0.5, preset="dusk"), log=lambda _: None)
+                            perturb=0.5, preset="dusk"))
     for name in ("frames.csv", "meta.json", "images/000007.png", "depth/000007.png"):
         assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
 
@@ -308,10 +308,10 @@ def test_dronet_pilot_flies_and_the_expert_takes_over_when_it_stalls(tmp_path):
     model.save(weights)
     with pytest.raises(WorldError, match="exclude"):
         record(RecordConfig(world_seed=7, out=str(tmp_path / "x"), pilot_weights=weights,
-                            perturb=0.2), log=lambda _: None)
+                            perturb=0.2))
     out = str(tmp_path / "dagger")
     summary = record(RecordConfig(world_seed=7, out=out, frames=60, bag=False,
-                                  pilot_weights=weights), log=lambda _: None)
+                                  pilot_weights=weights))
     meta = json.loads(open(os.path.join(out, "meta.json")).read())
     assert meta["pilot"] == "dronet stopper.safetensors"
     assert summary["expert_takeovers"] >= 1  # stalled for 3 s, then the expert flew

@@ -199,6 +199,85 @@ def _chunk(data, pos: int, end: int, truncated: bool) -> Iterator[Schema | Chann
             yield record
 
 
+FOOTER_LENGTH = 20  # summary start u64, summary offset start u64, summary CRC u32
+FOOTER_RECORD = 1 + 8 + FOOTER_LENGTH
+
+
+def summary_damage(path: str) -> str | None:
+    """What is wrong with an MCAP file's end, from its footer alone: no closing magic (cut
+    short), a damaged footer record, a footer pointing outside the file, or a summary section
+    that does not match its CRC (where the writer filled one in). None when sound, or when the
+    file has no summary to check."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        if size < 2 * len(MAGIC) + FOOTER_RECORD:
+            return f"file of {size} bytes is too short for an MCAP header and footer"
+        footer = size - len(MAGIC) - FOOTER_RECORD
+        handle.seek(footer)
+        tail = handle.read(FOOTER_RECORD + len(MAGIC))
+        if tail[-len(MAGIC):] != MAGIC:
+            return "the file does not end with MCAP's closing magic (cut short or damaged)"
+        opcode, length = struct.unpack_from("<BQ", tail)
+        if opcode != OP_FOOTER or length != FOOTER_LENGTH:
+            return "the footer record is damaged"
+        summary_start, summary_offset_start, summary_crc = struct.unpack_from("<QQI", tail, 9)
+        if summary_start == 0:
+            return None
+        if not len(MAGIC) <= summary_start <= footer or \
+                (summary_offset_start and not summary_start <= summary_offset_start <= footer):
+            return "the footer points outside the file"
+        if summary_crc:
+            handle.seek(summary_start)
+            crc, remaining = 0, footer + 1 + 8 + 16 - summary_start
+            while remaining > 0:
+                block = handle.read(min(remaining, 1 << 20))
+                crc = crc32(block, crc)
+                remaining -= len(block)
+            if crc != summary_crc:
+                return "the summary section is damaged (CRC mismatch)"
+    return None
+
+
+OP_STATISTICS = 0x0B
+
+
+def summary_counts(path: str) -> dict[str, int] | None:
+    """Messages per topic as the summary section's statistics record them (None when the file
+    has no summary or no statistics). Call after `summary_damage` found nothing."""
+    with open(path, "rb") as handle:
+        size = handle.seek(0, os.SEEK_END)
+        footer = size - len(MAGIC) - FOOTER_RECORD
+        handle.seek(footer + 9)
+        summary_start, summary_offset_start = struct.unpack("<QQ", handle.read(16))
+        if summary_start == 0:
+            return None
+        handle.seek(summary_start)
+        summary = handle.read((summary_offset_start or footer) - summary_start)
+    topics, counts = {}, None
+    try:
+        for offset, opcode, content in _records(summary, summary_start, "damaged summary"):
+            if opcode == OP_CHANNEL:
+                channel = _parse(opcode, content, offset)
+                topics[channel.id] = channel.topic
+            elif opcode == OP_STATISTICS:
+                fields = _Fields(content)
+                fields.take(8 + 2 + 4 + 4 + 4 + 4 + 8 + 8)
+                entries = _Fields(fields.take(fields.uint("<I")))
+                counts = {}
+                while entries.pos < len(entries.content):
+                    channel_id = entries.uint("<H")
+                    counts[channel_id] = entries.uint("<Q")
+    except (McapFault, ValueError, UnicodeDecodeError, struct.error):
+        return None
+    if counts is None:
+        return None
+    per_topic: dict[str, int] = {}
+    for channel_id, count in counts.items():
+        topic = topics.get(channel_id, f"channel {channel_id}")
+        per_topic[topic] = per_topic.get(topic, 0) + count
+    return per_topic
+
+
 def first_fault(path: str) -> McapFault | None:
     """Where `scan` stops on this file, or None when every record is sound."""
     try:

@@ -11,13 +11,13 @@ bag is still closed, holding everything produced before the damage.
 """
 from __future__ import annotations
 
-import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
 
 from .. import rosmsg
-from ..imaging import ImageDecodeError, decode
+from ..imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
+from ..progress import progress
 from ..processors import PROCESSOR_MODULES, FrameProcessor, node_parameters, processor_class
 from ..stats import FrameStats
 from .reader import BagError, BagReader, BagReadError, MessageDecodeError
@@ -51,34 +51,6 @@ class ProcessResult:
     @property
     def frames_per_s(self) -> float:
         return self.frames / self.elapsed_s if self.elapsed_s > 0 else 0.0
-
-
-class Progress:
-    """A one-line progress bar on a terminal (nothing when stderr is not one)."""
-
-    def __init__(self, total: int, stream=None, enabled: bool | None = None):
-        self.stream = stream or sys.stderr
-        self.enabled = self.stream.isatty() if enabled is None else enabled
-        self.total = max(total, 1)
-        self.started = time.perf_counter()
-        self._last = 0.0
-
-    def update(self, done: int, force: bool = False) -> None:
-        now = time.perf_counter()
-        if not self.enabled or (not force and now - self._last < 0.1):
-            return
-        self._last = now
-        fraction = min(done / self.total, 1.0)
-        bar = "#" * int(fraction * 30)
-        rate = done / (now - self.started) if now > self.started else 0.0
-        self.stream.write(f"\r[{bar:<30}] {fraction:4.0%} {done}/{self.total} frames "
-                          f"{rate:6.1f} frames/s")
-        self.stream.flush()
-
-    def close(self, done: int) -> None:
-        if self.enabled:
-            self.update(done, force=True)
-            self.stream.write("\n")
 
 
 def plan_runs(config: str, reader: BagReader, nodes: list[str] | None = None,
@@ -140,17 +112,20 @@ def process_bag(bag: str, config: str, out: str, *, nodes: list[str] | None = No
                                                  else "its type has no definition"))
                 copies.discard(topic)
         total = sum(reader.topics[t].count for t in by_topic)
-        progress = Progress(total, enabled=show_progress)
+        bar = progress(total=total, desc="process", unit="frame",
+                       enabled=show_progress is not False)
         started = time.perf_counter()
         try:
             with BagWriter(out, storage=storage) as writer:
-                _run(reader, writer, runs, by_topic, copies, result, progress, note)
+                _run(reader, writer, runs, by_topic, copies, result, bar, note)
         finally:
             result.elapsed_s = time.perf_counter() - started  # closing the bag included
+        if result.fault is None:
+            result.fault = reader.fault  # damage found on opening that reading did not meet
     return result
 
 
-def _run(reader, writer, runs, by_topic, copies, result, progress, note) -> None:
+def _run(reader, writer, runs, by_topic, copies, result, bar, note) -> None:
     for run in runs:
         for topic, msgtype in run.processor.outputs.items():
             if topic in copies:
@@ -177,14 +152,14 @@ def _run(reader, writer, runs, by_topic, copies, result, progress, note) -> None
             if message.topic in by_topic:
                 result.frames += 1
                 _process_frame(reader, message, by_topic[message.topic], writer, drop_note)
-                progress.update(result.frames)
+                bar.update()
                 now = time.perf_counter()
                 result.frame_times_s.append(now - last)  # reading and writing included
                 last = now
     except BagReadError as fault:
         result.fault = fault
     finally:
-        progress.close(result.frames)
+        bar.close()
         result.outputs = Counter({t: writer.counts[t] for t in result.output_types})
         result.copied = Counter({t: writer.counts[t] for t in copies})
 
@@ -193,9 +168,15 @@ def _process_frame(reader: BagReader, message, runs: list[NodeRun], writer: BagW
                    note) -> None:
     for run in runs:
         run.stats.frame_received()
+    max_pixels = min(int(run.processor.params.get("max_pixels", DEFAULT_MAX_PIXELS))
+                     for run in runs)
     try:
         msg = reader.deserialize(message)
-        image = decode(msg)
+        stamp = msg.header.stamp
+        if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+            raise ImageDecodeError("invalid_stamp", f"invalid stamp {stamp.sec} s "
+                                                    f"{stamp.nanosec} ns")
+        image = decode(msg, max_pixels)
     except (MessageDecodeError, ImageDecodeError) as error:
         reason = getattr(error, "reason", "corrupt")
         for run in runs:

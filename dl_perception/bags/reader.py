@@ -12,7 +12,9 @@ scanning its records: every message before the damage is delivered, then the err
 """
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -73,20 +75,34 @@ class BagMessage(NamedTuple):
     data: bytes  # CDR with its encapsulation header, as on the wire
 
 
+def read_bag_metadata(path: Path) -> tuple[dict, str | None]:
+    """The `rosbag2_bagfile_information` of a bag directory's metadata.yaml ({} when there is
+    none), and what is wrong with it when it is there but unusable (then {} too: the storage
+    files are read without it)."""
+    metadata = path / "metadata.yaml"
+    if not (path.is_dir() and metadata.is_file()):
+        return {}, None
+    try:
+        info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
+        if not isinstance(info, dict) or not all(
+                isinstance(name, str) for name in info["relative_file_paths"]):
+            raise TypeError("rosbag2_bagfile_information is not a mapping with file names")
+        return info, None
+    except (yaml.YAMLError, KeyError, TypeError, ValueError, UnicodeDecodeError) as error:
+        return {}, (f"{metadata} is unusable ({type(error).__name__}: {error}); reading the "
+                    "storage files without it (`dl-perception bag reindex` rebuilds it)")
+
+
 def storage_files(path: Path) -> list[Path]:
     """The storage files of a bag directory, bare .mcap or .db3 file."""
     if path.is_file():
         return [path]
-    metadata = path / "metadata.yaml"
-    if metadata.is_file():
-        try:
-            info = yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
-            return [path / Path(name).name for name in info["relative_file_paths"]]
-        except (yaml.YAMLError, KeyError, TypeError) as error:
-            raise BagReadError(metadata, f"invalid metadata ({error})") from None
+    info, _ = read_bag_metadata(path)
+    if info:
+        return [path / Path(name).name for name in info["relative_file_paths"]]
     files = sorted(p for p in path.iterdir() if p.suffix in (".mcap", ".db3"))
     if not files:
-        raise BagReadError(path, "no metadata.yaml and no .mcap or .db3 file")
+        raise BagReadError(path, "no usable metadata.yaml and no .mcap or .db3 file")
     return files
 
 
@@ -107,6 +123,20 @@ def _sqlite_truncation(path: Path) -> str | None:
     if pages and size < expected:
         return f"byte {size}: file ends there, its header declares {expected} bytes"
     return None
+
+
+def sqlite_counts(path: Path) -> dict[str, int] | None:
+    """Messages per topic in a rosbag2 sqlite3 file (None when it cannot be queried)."""
+    try:
+        with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+            rows = db.execute("SELECT topics.name, count(messages.id) FROM topics LEFT JOIN "
+                              "messages ON messages.topic_id = topics.id GROUP BY topics.id")
+            counts: dict[str, int] = {}
+            for name, count in rows:
+                counts[name] = counts.get(name, 0) + count
+            return counts
+    except sqlite3.Error:
+        return None
 
 
 def _embedded_types(connections: Iterable[Connection]) -> dict:
@@ -152,15 +182,23 @@ class BagReader:
         if not self.path.exists():
             raise FileNotFoundError(f"bag not found: {path}")
         self.files = storage_files(self.path)
-        self.metadata = self._read_metadata()
+        self.metadata, metadata_problem = read_bag_metadata(self.path)
+        opening_problems = [metadata_problem] if metadata_problem else []
         self.fault: BagReadError | None = None  # damage found while opening (scan mode)
         self._scanned: dict[int, tuple[str, str]] | None = None  # scan mode: channel -> topic
+        self._scan_problems: list[str] = []
         self._reader = None
-        target = self.path if self.path.is_file() or (self.path / "metadata.yaml").is_file() \
-            else self.files[0]
+        target = self.path if self.path.is_file() or self.metadata else self.files[0]
         if target is not self.path and len(self.files) > 1:
             raise BagReadError(self.path, "several storage files and no metadata.yaml")
+        # an MCAP whose footer or summary is damaged is read from its records, not its index
+        summary_damage = [f"{file.name}: {problem}; reading it record by record"
+                          for file in self.files if file.suffix == ".mcap"
+                          and (problem := mcap_scan.summary_damage(str(file)))]
+        opening_problems += summary_damage
         try:
+            if summary_damage:
+                raise BagReadError(self.path, "; ".join(summary_damage))
             reader = Reader(target)
             reader.open()
             self._reader = reader
@@ -175,20 +213,61 @@ class BagReader:
             connections = self._scan_open()
         self.storage_connections = connections
         distro = distro or self._distro()
-        self.typestore, self.problems = build_typestore(connections, distro)
+        self.typestore, typestore_problems = build_typestore(connections, distro)
+        self.problems = opening_problems + self._scan_problems + typestore_problems
         self.distro = distro
         self.topics = self._topics(connections)
+        self.problems += self._metadata_disagreements()
+        if self.fault is None and self.storage == "sqlite3":
+            for file in self.files:
+                if position := _sqlite_truncation(file):
+                    self.fault = BagReadError(file, "the file is shorter than its header "
+                                                    "declares (cut short)", position)
 
     # --- opening -------------------------------------------------------------------------------
     @property
     def storage(self) -> str:
         return "mcap" if self.files[0].suffix == ".mcap" else "sqlite3"
 
-    def _read_metadata(self) -> dict:
-        metadata = self.path / "metadata.yaml"
-        if self.path.is_dir() and metadata.is_file():
-            return yaml.safe_load(metadata.read_text())["rosbag2_bagfile_information"]
-        return {}
+    def storage_counts(self) -> dict[str, int] | None:
+        """Messages per topic as the storage files record them, independent of metadata.yaml
+        (what a record scan found, the MCAP summary statistics, the sqlite3 rows); None where
+        the storage records no counts."""
+        if self._scanned is not None:
+            return {topic: info.count for topic, info in self.topics.items()}
+        counts: dict[str, int] = {}
+        for file in self.files:
+            if file.suffix == ".mcap":
+                found = mcap_scan.summary_counts(str(file))
+            else:
+                found = sqlite_counts(file)
+            if found is None:
+                return None
+            for topic, count in found.items():
+                counts[topic] = counts.get(topic, 0) + count
+        return counts
+
+    def _metadata_disagreements(self) -> list[str]:
+        """Where metadata.yaml and the storage disagree on what the bag holds."""
+        held = self.storage_counts() if self.metadata else None
+        if held is None:
+            return []
+        problems = []
+        declared = self.metadata.get("message_count")
+        if isinstance(declared, int) and declared != sum(held.values()):
+            problems.append(f"metadata.yaml says {declared} messages, the storage holds "
+                            f"{sum(held.values())}")
+        for entry in self.metadata.get("topics_with_message_count") or []:
+            try:
+                topic = entry["topic_metadata"]["name"]
+                count = int(entry["message_count"])
+            except (KeyError, TypeError, ValueError):
+                problems.append(f"metadata.yaml has a malformed topic entry: {str(entry)[:80]}")
+                continue
+            if count != held.get(topic, 0):
+                problems.append(f"metadata.yaml says {count} messages on {topic}, the storage "
+                                f"holds {held.get(topic, 0)}")
+        return problems
 
     def _distro(self) -> str:
         if self.ros_distro in DISTRO_STORES:
@@ -232,9 +311,14 @@ class BagReader:
         for channel in channels.values():
             schema = schemas.get(channel.schema_id)
             kind = {"ros2msg": MessageDefinitionFormat.MSG, "ros2idl": MessageDefinitionFormat.IDL}
-            msgdef = MessageDefinition(kind.get(schema.encoding, MessageDefinitionFormat.NONE),
-                                       schema.data.decode()) if schema else \
-                MessageDefinition(MessageDefinitionFormat.NONE, "")
+            try:
+                msgdef = MessageDefinition(kind.get(schema.encoding, MessageDefinitionFormat.NONE),
+                                           schema.data.decode()) if schema else \
+                    MessageDefinition(MessageDefinitionFormat.NONE, "")
+            except UnicodeDecodeError:
+                self._scan_problems.append(f"the definition of {schema.name} for "
+                                           f"{channel.topic} is not text; using the built-in one")
+                msgdef = MessageDefinition(MessageDefinitionFormat.NONE, "")
             qos = parse_qos(channel.metadata.get("offered_qos_profiles", "") or [])
             connections.append(Connection(
                 channel.id, channel.topic, schema.name if schema else "", msgdef,

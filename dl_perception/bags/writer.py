@@ -11,17 +11,60 @@ written before a fault stays in a complete, readable bag (footer, index and meta
 """
 from __future__ import annotations
 
+import struct
+import zlib
 from collections import Counter
 from pathlib import Path
 
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.rosbag2.errors import WriterError
+from rosbags.rosbag2.storage_mcap import McapWriter
 
 from .. import rosmsg
 from .reader import BagError
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 METADATA_VERSION = 9  # what rosbag2 writes from Jazzy on
+# offsets in an MCAP chunk record (opcode, length, start and end time, uncompressed size) and
+# footer (opcode, length, summary start, summary offset start) of the CRC fields
+CHUNK_CRC_OFFSET = 1 + 8 + 8 + 8 + 8
+FOOTER_CRC_OFFSET = 1 + 8 + 8 + 8
+MCAP_MAGIC = b"\x89MCAP0\r\n"
+
+
+class ChecksummedMcapWriter(McapWriter):
+    """rosbags' MCAP storage, with the CRC32 of every chunk's records and of the summary section
+    filled in (rosbags leaves them 0, "not computed"): a flipped byte in message data or in the
+    index is then found by any reader instead of being delivered."""
+
+    def close_chunk(self) -> None:
+        crc = zlib.crc32(self.chunk.bio.getbuffer())
+        start = self.bio.tell()
+        super().close_chunk()
+        end = self.bio.tell()
+        self.bio.seek(start + CHUNK_CRC_OFFSET)
+        self.bio.write(struct.pack("<I", crc))
+        self.bio.seek(end)
+
+    def close(self, version: int, metadata: str) -> None:
+        super().close(version, metadata)
+        with open(self.path, "r+b") as handle:
+            footer = handle.seek(-(len(MCAP_MAGIC) + 1 + 8 + 20), 2)
+            handle.seek(footer + 9)
+            summary_start = struct.unpack("<Q", handle.read(8))[0]
+            crc = 0
+            handle.seek(summary_start)
+            remaining = footer + FOOTER_CRC_OFFSET - summary_start
+            while remaining > 0:
+                block = handle.read(min(remaining, 1 << 20))
+                crc = zlib.crc32(block, crc)
+                remaining -= len(block)
+            handle.seek(footer + FOOTER_CRC_OFFSET)
+            handle.write(struct.pack("<I", crc))
+
+
+class _Writer(Writer):
+    STORAGE_PLUGINS = {**Writer.STORAGE_PLUGINS, StoragePlugin.MCAP: ChecksummedMcapWriter}
 
 
 class BagWriter:
@@ -35,7 +78,7 @@ class BagWriter:
         self.typestore = typestore
         self.counts: Counter[str] = Counter()
         self._connections: dict[str, object] = {}
-        self._writer = Writer(self.path, version=METADATA_VERSION,
+        self._writer = _Writer(self.path, version=METADATA_VERSION,
                               storage_plugin=STORAGES[storage])
         self._writer.open()
 

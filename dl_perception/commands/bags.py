@@ -2,6 +2,7 @@
 bench replay."""
 from __future__ import annotations
 
+import os
 import sys
 
 from .common import write_json
@@ -43,6 +44,8 @@ def print_process_result(result) -> None:
 
 
 def process(args) -> int:
+    from collections import Counter
+
     from ..bags.process import process_bag
     result = process_bag(args.bag, args.config, args.out,
                          nodes=args.nodes.split(",") if args.nodes else None,
@@ -54,14 +57,46 @@ def process(args) -> int:
         print(f"error: {result.fault}; the {result.frames} frames before it are in {args.out}",
               file=sys.stderr)
         return 1
+    if not any(run.stats.processed for run in result.runs):
+        drops = Counter()
+        for run in result.runs:
+            drops.update(run.stats.drops)
+        reasons = ", ".join(f"{reason} {count}" for reason, count in drops.most_common())
+        print(f"error: nothing processed: {result.frames} frames read from {args.bag}"
+              + (f", every one dropped ({reasons})" if reasons else ""), file=sys.stderr)
+        return 1
     return 0
 
 
 def bag_info(args) -> int:
     from ..bags import BagReader
-    from ..bags.info import describe
+    from ..bags.info import describe, describe_ros1
+    if args.bag.endswith(".bag") and os.path.isfile(args.bag):
+        print(describe_ros1(args.bag))
+        return 0
     with BagReader(args.bag) as reader:
         print(describe(reader))
+        if not args.verify:
+            return 0
+        from ..bags.verify import verify_bag
+        verification = verify_bag(reader)
+    print(f"{'Verified:':<19}{'; '.join(verification.checked)}")
+    for problem in verification.problems:
+        print(f"damage: {problem}")
+    count = len(verification.problems)
+    print("verify: OK" if verification.ok else
+          f"verify: FAILED ({count} problem{'s' if count != 1 else ''})")
+    return 0 if verification.ok else 1
+
+
+def bag_reindex(args) -> int:
+    from ..bags.reindex import reindex
+    result = reindex(args.bag)
+    if result.kept_damaged is not None:
+        print(f"repaired {result.storage_file.name}: {result.messages} messages readable before "
+              f"the damage (the damaged original is kept as {result.kept_damaged.name})")
+    print(f"wrote {args.bag}/metadata.yaml: {result.messages} messages in "
+          f"{result.storage_file.name}")
     return 0
 
 
@@ -139,7 +174,7 @@ def register(verbs) -> None:
                         "the publishers)")
     p.add_argument("--clock-rate", type=float, default=40.0, metavar="HZ",
                    help="publish bag time on /clock at this rate (0: no /clock)")
-    p.set_defaults(func=replay)
+    p.set_defaults(func=replay, ros_process=True)
 
     p = top.add_parser("record", help="record topics to a rosbag2 bag (mcap by default)",
                        epilog="ROS arguments go after '--' (or --ros-args)")
@@ -148,7 +183,7 @@ def register(verbs) -> None:
     p.add_argument("--out", required=True, help="bag directory to create")
     p.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
     _add_storage(p)
-    p.set_defaults(func=record)
+    p.set_defaults(func=record, ros_process=True)
 
     p = top.add_parser("process", help="run the configured perception models over a bag "
                                        "(no DDS) and write their outputs to a bag")
@@ -169,7 +204,14 @@ def register(verbs) -> None:
         dest="target", required=True, metavar="TARGET")
     p = bag.add_parser("info", help="topics, types, counts and duration (as `ros2 bag info`)")
     p.add_argument("bag")
+    p.add_argument("--verify", action="store_true",
+                   help="also read and check every record (MCAP: chunk and summary CRCs; "
+                        "sqlite3: integrity check); exit status 1 when damaged")
     p.set_defaults(func=bag_info)
+    p = bag.add_parser("reindex", help="rebuild metadata.yaml (and repair a cut-short MCAP) of "
+                                       "a bag whose recorder was killed")
+    p.add_argument("bag", help="bag directory")
+    p.set_defaults(func=bag_reindex)
     p = bag.add_parser("from-images", help="a folder of frames -> a bag of sensor_msgs/Image")
     p.add_argument("folder", help="folder of images (png, jpg, ...) or of a TUM sequence")
     p.add_argument("--out", required=True, help="bag directory to create")

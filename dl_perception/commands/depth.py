@@ -3,7 +3,8 @@ from __future__ import annotations
 
 from .common import add_device_arg, device_of, write_json
 
-FORMAT_HELP = "dataset layout: auto (default), sequence, nyu or kitti (docs/depth.md)"
+FORMAT_HELP = ("dataset layout: auto (default), sequence, nyu, kitti, tum, visp or middlebury "
+               "(docs/depth.md)")
 
 
 def train(args) -> int:
@@ -15,7 +16,8 @@ def train(args) -> int:
     if unknown or not stages:
         raise ValueError(f"--stages takes coarse, fine or coarse,fine (got '{args.stages}')")
     model = train_depth(args.data, args.out, DepthTrainConfig(**overrides), device_of(args),
-                        fmt=args.format, init_weights=args.init, stages=stages)
+                        fmt=args.format, init_weights=args.init, stages=stages,
+                        video_dirs=args.video, posed_dirs=args.posed, resume=args.resume)
     info = model.checkpoint_info
     print(f"wrote {args.out}: {info.get('stack')} stack epoch {info.get('epoch')}, "
           f"validation {info.get('validation')}")
@@ -26,7 +28,9 @@ def evaluate(args) -> int:
     from ..evaluation.depth import evaluate_depth, format_report
     result = evaluate_depth(args.weights, args.data, device_of(args), fmt=args.format,
                             stride=args.stride, min_depth=args.min_depth,
-                            max_depth=args.max_depth)
+                            max_depth=args.max_depth, baseline=args.baseline,
+                            error_maps=args.error_maps, error_maps_per_set=args.error_maps_per_set,
+                            doffs=args.doffs)
     print(f"Depth evaluation of {args.weights} on {', '.join(args.data)}")
     print(format_report(result))
     write_json(args.json, result)
@@ -82,6 +86,15 @@ def register(verbs) -> None:
     t.add_argument("--format", default="auto", help=FORMAT_HELP)
     t.add_argument("--out", required=True, help="output checkpoint")
     t.add_argument("--init", help="start from this checkpoint (e.g. to train only the fine stack)")
+    t.add_argument("--video", nargs="+", help="folder(s) of consecutive real frames: "
+                   "self-supervised reprojection loss with a learnt pose network")
+    t.add_argument("--posed", nargs="+", help="folder(s) of <scene>/cameras.csv + images/ (known "
+                   "cameras, e.g. strecha_mvs): reprojection loss with the true poses")
+    t.add_argument("--select-on", dest="select_on", choices=("combined", "simulator"),
+                   help="checkpoint choice per stack: combined (default: simulator validation "
+                        "abs rel + held-out posed photometric error) or simulator (abs rel)")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a killed run from OUT.resume.pt (same arguments)")
     t.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), coarse or fine")
     t.add_argument("--preset", choices=("cpu", "paper", "paper_kitti"))
     t.add_argument("--no-flip", dest="flip", action="store_false", default=None)
@@ -91,7 +104,10 @@ def register(verbs) -> None:
                        ("optimizer", str), ("lr_scale", float), ("adam_lr", float),
                        ("loss_lambda", float), ("max_scale", float), ("rotation_deg", float),
                        ("color_range", float), ("val_fraction", float), ("frame_stride", int),
-                       ("seed", int)):
+                       ("seed", int), ("grey_probability", float), ("real_batch", int),
+                       ("video_weight", float), ("video_offset", int),
+                       ("video_focal_ratio", float), ("posed_weight", float),
+                       ("posed_val_scenes", str), ("pose_lr", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     add_device_arg(t)
     t.set_defaults(func=train)
@@ -105,6 +121,16 @@ def register(verbs) -> None:
     e.add_argument("--min-depth", type=float, default=0.0, help="mask ground truth below (m)")
     e.add_argument("--max-depth", type=float, default=0.0,
                    help="mask ground truth beyond (m); 0 = no cap")
+    e.add_argument("--baseline", choices=("constant", "none"), default="constant",
+                   help="also score the median ground-truth depth everywhere on the same pixels "
+                        "(default constant)")
+    e.add_argument("--error-maps", help="write error-map pictures (image, ground truth, "
+                                        "prediction, abs rel per pixel) into this folder")
+    e.add_argument("--error-maps-per-set", type=int, default=4,
+                   help="pictures per dataset folder, evenly spaced (default 4)")
+    e.add_argument("--doffs", type=float, default=0.0,
+                   help="disparity offset of uncalibrated Middlebury-style pairs: depth is "
+                        "proportional to 1 / (d + doffs) (default 0)")
     e.add_argument("--json", help="also write the metrics here")
     add_device_arg(e)
     e.set_defaults(func=evaluate)

@@ -1,13 +1,16 @@
-"""launch, info, demo."""
+"""launch, info, demo, bench launch."""
 from __future__ import annotations
 
 import json
+
+from .common import write_json
 
 
 def launch(args) -> int:
     from ..ros.launcher import launch as run_launch
     return run_launch(args.config, only=args.nodes.split(",") if args.nodes else None,
-                      executor=args.executor, duration=args.duration, ros_args=args.ros_args)
+                      single_process=args.single_process, executor=args.executor,
+                      duration=args.duration, ros_args=args.ros_args, check=args.check)
 
 
 def info(args) -> int:
@@ -25,15 +28,36 @@ def demo(args) -> int:
     return run_demo(args.out, args.duration, args.weights, args.world_seed)
 
 
+def bench_launch(args) -> int:
+    from ..ros.launch_bench import run
+    rows = run(args.lift_frames)
+    write_json(args.json, {"rows": rows})
+    return 0 if all(row["status"] == 0 for row in rows) else 1
+
+
 def register(verbs) -> None:
     top = verbs["top"]
     p = top.add_parser("launch", help="start the nodes a ROS parameters YAML configures",
-                       epilog="ROS arguments go after '--', e.g. -- -r /camera/image_raw:=/cam")
+                       epilog="ROS arguments go after '--', e.g. -- -r /camera/image_raw:=/cam "
+                              "or -- -r __ns:=/drone1")
     p.add_argument("config", help="ROS 2 parameters file, e.g. config/perception.yaml")
-    p.add_argument("--nodes", help="comma-separated subset of the configured nodes")
-    p.add_argument("--executor", choices=("single", "multi"), default="single")
+    p.add_argument("--nodes", help="comma-separated nodes to start (default: every configured "
+                                   "one; a node without a section starts with its defaults)")
+    p.add_argument("--single-process", dest="single_process", action="store_true",
+                   help="all nodes in this process on one executor (default: a process each)")
+    p.add_argument("--executor", choices=("single", "multi"), default="single",
+                   help="with --single-process: SingleThreadedExecutor or MultiThreadedExecutor(2)")
     p.add_argument("--duration", type=float, help="stop after this many seconds")
-    p.set_defaults(func=launch)
+    p.add_argument("--check", action="store_true",
+                   help="only check the file: unknown nodes and parameters fail (status 1)")
+    p.set_defaults(func=launch, ros_process=True)
+
+    b = verbs["bench"].add_parser("launch", help="a fast node beside a slow one: a process each "
+                                                 "vs --single-process (counts, not times)")
+    b.add_argument("--lift-frames", dest="lift_frames", type=int, default=5,
+                   help="LIFT outputs to count over (after one warm-up frame)")
+    b.add_argument("--json")
+    b.set_defaults(func=bench_launch)
 
     p = top.add_parser("info", help="print what a checkpoint holds")
     p.add_argument("checkpoint")

@@ -23,7 +23,8 @@ def train(args) -> int:
         raise SystemExit(f"error: unknown stage(s) {unknown} (stages: {', '.join(STAGES)})")
     model = train_lift(args.images or [], args.sequences or [], args.out,
                        LIFTTrainConfig(**overrides), device_of(args), init_weights=args.init,
-                       stages=stages)
+                       stages=stages, scene_folders=args.scenes or [],
+                       track_cache=args.track_cache, resume=args.resume)
     stages_info = model.checkpoint_info.get("stages", {})
     print(f"wrote {args.out}: " + ", ".join(
         f"{name} validation {info.get('validation')}" for name, info in stages_info.items()))
@@ -31,6 +32,8 @@ def train(args) -> int:
 
 
 def eval_features(args) -> int:
+    if not args.pairs and not args.poses:
+        raise SystemExit("error: give --pairs and/or --poses")
     _threads(args)
     from ..evaluation.features import (LIFTExtractor, OpenCVExtractor, evaluate_features,
                                        format_report)
@@ -44,7 +47,8 @@ def eval_features(args) -> int:
         print(f"LIFT weights: {weights}")
     extractors += [OpenCVExtractor("SIFT", args.max_keypoints),
                    OpenCVExtractor("ORB", args.max_keypoints)]
-    result = evaluate_features(args.pairs, extractors, args.threshold)
+    result = evaluate_features(args.pairs or [], extractors, args.threshold,
+                               pose_scenes=args.poses or [], pose_gap=args.pose_gap)
     print(format_report(result))
     write_json(args.json, result)
     return 0
@@ -177,9 +181,15 @@ def bench(args) -> int:
 
 def register(verbs) -> None:
     e = verbs["eval"].add_parser(
-        "features", help="repeatability, matching score, MMA, homography accuracy vs SIFT and ORB")
-    e.add_argument("--pairs", required=True, help="folder of <name>A, <name>B, "
-                   "<name>_H_A_to_B.derived.txt (e.g. ../shared/data/homography)")
+        "features", help="repeatability, matching score, MMA, homography accuracy and relative-pose "
+        "AUC vs SIFT and ORB")
+    e.add_argument("--pairs", nargs="+", help="homography pair sets: folders of <name>A, <name>B, "
+                   "<name>_H_A_to_B.derived.txt (../shared/data/homography) or HPatches-style "
+                   "sequences (../shared/data/churchill_homography)")
+    e.add_argument("--poses", nargs="+", help="relative-pose scenes: folders with images/ and "
+                   "cameras.csv (a held-out ../shared/data/strecha_mvs scene)")
+    e.add_argument("--pose-gap", type=int, default=3,
+                   help="pose pairs: views up to this far apart in capture order")
     e.add_argument("--weights", help="LIFT checkpoint (default: the shipped one)")
     e.add_argument("--max-keypoints", type=int, default=1000, help="budget for every method")
     e.add_argument("--threshold", type=float, default=3.0, help="correctness threshold (px)")
@@ -230,6 +240,10 @@ def register(verbs) -> None:
         "lift", help="LIFT: descriptor, orientation, detector stages on pairs with known geometry")
     t.add_argument("--images", nargs="+", help="image folder(s): random homography pairs")
     t.add_argument("--sequences", nargs="+", help="sequence folder(s): depth + pose pairs")
+    t.add_argument("--scenes", nargs="+", help="multi-view scene folder(s) with images/ and "
+                   "cameras.csv (../shared/data/strecha_mvs/<scene>): tracks of real 3D points")
+    t.add_argument("--track-cache", help="folder keeping each scene's tracks (built once)")
+    t.add_argument("--resume", action="store_true", help="go on from the state saved beside --out")
     t.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     t.add_argument("--init", help="start from this checkpoint")
     t.add_argument("--stages", help="comma-separated subset of descriptor,orientation,detector")
@@ -239,7 +253,11 @@ def register(verbs) -> None:
     for name, kind in (("preset", str), ("descriptor_steps", int), ("orientation_steps", int),
                        ("detector_steps", int), ("batch_size", int), ("learning_rate", float),
                        ("margin", float), ("pairs_in_memory", int), ("refresh_every", int),
-                       ("validate_every", int), ("validation_pairs", int), ("seed", int)):
+                       ("validate_every", int), ("validation_pairs", int), ("seed", int),
+                       ("scene_fraction", float), ("keypoints_per_pair", int),
+                       ("images_per_folder", int), ("detector_offset", float),
+                       ("alpha_classification", float), ("alpha_overlap", float),
+                       ("alpha_pair", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     add_device_arg(t)
     t.set_defaults(func=train)

@@ -20,8 +20,11 @@ def train(args) -> int:
         torch.set_num_threads(args.threads)
     model = train_netvlad(args.data, args.out, NetVLADTrainConfig(**overrides), device,
                           preset=args.preset, init_weights=args.init, validation=validation,
-                          model_overrides={} if args.pca_dim is None else {"pca_dim": args.pca_dim},
-                          backbone_weights=args.init_backbone)
+                          model_overrides={k: v for k, v in (("pca_dim", args.pca_dim),
+                                                             ("whitening_power",
+                                                              args.whitening_power))
+                                           if v is not None},
+                          backbone_weights=args.init_backbone, resume=args.resume)
     print(f"wrote {args.out} (netvlad, {model.descriptor_dim}-D descriptors)")
     return 0
 
@@ -90,12 +93,18 @@ def info(args) -> int:
 
 
 def evaluate(args) -> int:
-    from ..evaluation.place import evaluate_place
+    from ..evaluation.place import RECALL_AT, evaluate_place
     weights = _weights(args)
     metrics = evaluate_place(weights, args.database, args.queries, device_of(args),
-                             threshold=args.threshold, ground_truth=args.ground_truth)
+                             threshold=args.threshold, ground_truth=args.ground_truth,
+                             baseline=args.baseline, plot=args.plot)
     print_metrics(f"NetVLAD place recognition: {weights}\n  database {args.database}\n"
-                  f"  queries  {args.queries}", metrics)
+                  f"  queries  {args.queries}",
+                  {k: v for k, v in metrics.items() if k != "baseline_pixels"})
+    if "baseline_pixels" in metrics:
+        print("descriptor  " + "  ".join(f"R@{n:<4d}" for n in RECALL_AT))
+        for label, row in (("netvlad", metrics), ("pixels", metrics["baseline_pixels"])):
+            print(f"{label:10s}  " + "  ".join(f"{row[f'recall_at_{n}']:.4f}" for n in RECALL_AT))
     write_json(args.json, metrics)
     return 0
 
@@ -118,25 +127,31 @@ def bench(args) -> int:
 def register(verbs) -> None:
     t = verbs["train"].add_parser("netvlad", help="NetVLAD: weakly supervised triplet ranking")
     t.add_argument("--data", nargs="+", required=True,
-                   help="sequence folders or image folders with places.csv")
+                   help="sequence folders, image folders with places.csv, or named real sets "
+                   "(nordland:summer:0-2149, udacity, strecha; docs/place_recognition.md)")
     t.add_argument("--out", required=True, help="output checkpoint")
-    t.add_argument("--preset", default="cpu", choices=("cpu", "paper"))
+    t.add_argument("--preset", default="cpu", choices=("cpu", "paper", "depth"))
     t.add_argument("--init", help="start from this checkpoint")
     t.add_argument("--init-backbone", help="depth checkpoint (`train depth`) whose Coarse 1-4 "
-                   "the cpu preset's backbone starts from")
+                   "the depth preset's backbone starts from")
     t.add_argument("--val-db", help="validation database folder (Recall@1 picks the epoch)")
     t.add_argument("--val-queries", help="validation query folder")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--pca-dim", type=int, help="whitening dimension (default: the preset's; 0 = none)")
+    t.add_argument("--whitening-power", type=float, help="divide each principal direction by its "
+                   "standard deviation to this power: 1 = PCA whitening (default), 0 = plain PCA")
     for name, kind in (("epochs", int), ("queries_per_epoch", int), ("batch_size", int),
                        ("num_negatives", int), ("negative_pool", int),
                        ("positive_radius", float), ("negative_radius", float),
                        ("margin", float), ("learning_rate", float), ("weight_decay", float),
                        ("cache_refresh", int), ("kmeans_images", int), ("pca_images", int),
-                       ("seed", int)):
+                       ("pretrain_epochs", int), ("pretrain_steps", int), ("pretrain_batch", int),
+                       ("pretrain_temperature", float), ("seed", int)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     t.add_argument("--no-augment", dest="augment", action="store_false", default=None,
-                   help="no photometric augmentation")
+                   help="no augmentation in the triplet epochs")
+    t.add_argument("--resume", action="store_true",
+                   help="continue a killed run from its last finished epoch (same arguments)")
     add_device_arg(t)
     t.set_defaults(func=train)
 
@@ -166,12 +181,18 @@ def register(verbs) -> None:
 
     e = verbs["eval"].add_parser("place", help="Recall@1/5/10/20 of NetVLAD place recognition")
     e.add_argument("--weights", help="NetVLAD checkpoint (default: the shipped one)")
-    e.add_argument("--database", required=True, help="database file, or a folder to build it from")
-    e.add_argument("--queries", required=True, help="query folder (sequence or places.csv)")
-    e.add_argument("--threshold", type=float, default=5.0,
-                   help="m; a database place this close to the query is correct")
-    e.add_argument("--ground-truth", help=".npy/.json: correct database indices per query "
-                   "(VPR-Bench style), instead of --threshold")
+    e.add_argument("--database", required=True, help="database file, or a folder or named set "
+                   "(e.g. cohog:match, nordland:summer:2576-3575) to build it from")
+    e.add_argument("--queries", required=True, help="query folder (sequence or places.csv) or "
+                   "named set (cohog:query, nordland:winter:2576-3575)")
+    e.add_argument("--threshold", type=float,
+                   help="a database place this close to the query is correct (metres; frames "
+                   "for nordland); default: same place id when both sets have ids, else 5")
+    e.add_argument("--ground-truth", help=".npy/.json/.pkl: correct database indices per query "
+                   "(VPR-Bench ground_truth_new.npy rows [query, [refs]], or one list per query)")
+    e.add_argument("--baseline", choices=("pixels",),
+                   help="also rank by a grey 32x24 thumbnail (zero mean, L2) in the same run")
+    e.add_argument("--plot", help="write the precision-recall curves here (PNG)")
     e.add_argument("--json", help="also write the metrics here")
     add_device_arg(e)
     e.set_defaults(func=evaluate)

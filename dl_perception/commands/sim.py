@@ -40,6 +40,7 @@ def record(args) -> int:
                        route=args.route, route_seed=args.route_seed, frames=args.frames,
                        rate_hz=args.rate, world_size=args.world_size, perturb=args.perturb,
                        bag=not args.no_bag, pilot_weights=args.pilot_weights,
+                       randomize=args.randomize,
                        camera=CameraSpec(args.width, args.height, args.hfov))
     print(f"recording world {cfg.world_seed} ({cfg.preset}, route {cfg.route}) to {cfg.out}")
     summary = run_record(cfg)
@@ -49,6 +50,14 @@ def record(args) -> int:
           + (f", {summary['expert_takeovers']} expert takeovers" if cfg.pilot_weights else "")
           + f") to {cfg.out}"
           + (f" and {cfg.out}/bag" if cfg.bag else "") + f" in {summary['wall_time_s']:.0f} s")
+    return 0
+
+
+def record_rooms(args) -> int:
+    from ..sim.rooms import record_rooms as run_rooms
+    summary = run_rooms(args.out, args.seed, args.rooms, args.frames_per_room, args.width,
+                        args.height)
+    print(f"wrote {summary['frames']} frames of {summary['rooms']} rooms to {args.out}")
     return 0
 
 
@@ -99,7 +108,7 @@ def register(verbs) -> None:
     p.add_argument("--preset", choices=("day", "dusk", "changed"))
     p.add_argument("--route", choices=("loop", "figure8", "random"))
     p.add_argument("--duration", type=float, help="stop after this many (wall) seconds")
-    p.set_defaults(func=run_node)
+    p.set_defaults(func=run_node, ros_process=True)
     sub = p.add_subparsers(dest="action", metavar="ACTION")
 
     r = sub.add_parser("record", help="fly the expert and write a sequence folder + rosbag2")
@@ -121,7 +130,22 @@ def register(verbs) -> None:
     r.add_argument("--height", type=int, default=240)
     r.add_argument("--hfov", type=float, default=90.0, help="horizontal field of view (deg)")
     r.add_argument("--no-bag", action="store_true", help="skip OUT/bag (about 0.5 MB per frame)")
+    r.add_argument("--randomize", action="store_true",
+                   help="domain randomisation seeded by the world and route seeds: photo "
+                        "textures, clutter shapes, lighting and sky, field of view (replaces "
+                        "--hfov), height, pitch, exposure, blur, noise, grey cameras "
+                        "(docs/simulator.md)")
     r.set_defaults(func=record)
+
+    rr = sub.add_parser("record-rooms", help="randomised rooms seen from random camera poses: "
+                                             "one sequence folder per room (depth training data)")
+    rr.add_argument("--seed", type=int, required=True, help="first room's seed")
+    rr.add_argument("--rooms", type=int, default=10)
+    rr.add_argument("--frames-per-room", dest="frames_per_room", type=int, default=12)
+    rr.add_argument("--width", type=int, default=320)
+    rr.add_argument("--height", type=int, default=240)
+    rr.add_argument("--out", required=True, help="output folder (one room_<seed> per room)")
+    rr.set_defaults(func=record_rooms)
 
     x = sub.add_parser("export-sdf", help="write a world as a Gazebo (gz-sim) SDF world")
     x.add_argument("--world-seed", dest="world_seed", type=int, required=True)

@@ -1,11 +1,14 @@
-"""`dl-perception eval features --pairs DIR`: local features on image pairs related by a known
-homography, LIFT next to OpenCV SIFT and ORB computed in the same run.
+"""`dl-perception eval features`: local features on real image pairs with known geometry, LIFT
+next to OpenCV SIFT and ORB computed in the same run.
 
-Pair layout (as ../shared/data/homography): <name>A.<ext>, <name>B.<ext> and
-<name>_H_A_to_B.derived.txt, a 3x3 homography mapping pixels of A into B. (That folder's upstream
-<name>_model.txt maps B into A; it is not read.)
+Two kinds of pairs (any number of sets of each in one run):
 
-Metrics per pair, each method with the same keypoint budget:
+* homography pairs (dl_perception/datasets/homography.py: pair folders such as
+  ../shared/data/homography, HPatches-style sequences such as ../shared/data/churchill_homography);
+* relative-pose pairs (dl_perception/datasets/strecha.py: a scene with K, R, t per image, e.g. a
+  held-out ../shared/data/strecha_mvs scene): views up to `pose_gap` apart in capture order.
+
+Metrics per homography pair, each method with the same keypoint budget:
 * repeatability: keypoints of one image with a keypoint of the other within `threshold` px after
   mapping by the true homography, over the keypoints of both images that lie in the shared region;
 * matching score: correct mutual-nearest-neighbour matches (error <= threshold) over the mean
@@ -13,53 +16,30 @@ Metrics per pair, each method with the same keypoint budget:
 * MMA@1/3/5: share of mutual-nearest-neighbour matches whose error is within 1, 3, 5 px;
 * homography: RANSAC on those matches; corner error = mean distance of A's four corners mapped by
   the estimate and by the truth; accuracy@e = share of pairs with corner error <= e px.
+
+Per pose pair (as the SuperGlue / LoFTR evaluations): essential matrix by RANSAC on the
+mutual-nearest-neighbour matches in normalised coordinates (1 px threshold), the pose recovered
+from it; pose error = max(angle of the rotation error, angle between the translation directions);
+AUC of the recall-vs-error curve up to 5, 10 and 20 degrees (a failed pair counts as infinite
+error).
 """
 from __future__ import annotations
 
-import glob
 import os
-from dataclasses import dataclass
 
 import cv2
 import numpy as np
 import torch
 
+from ..datasets.homography import HomographyPair, read_homography_pairs, read_pair_set  # noqa: F401
+from ..datasets.strecha import View, pose_pairs, read_scene, relative_pose
 from ..imaging import DecodedImage
 from ..matching import mutual_nearest_neighbours
+from ..progress import progress
 
 MMA_THRESHOLDS = (1, 3, 5)
 CORNER_THRESHOLDS = (1, 3, 5, 10)
-
-
-@dataclass
-class HomographyPair:
-    name: str
-    image_a: str
-    image_b: str
-    H: np.ndarray  # A -> B
-
-
-def read_homography_pairs(folder: str) -> tuple[list[HomographyPair], list[str]]:
-    """Pairs of the folder, and notes on names that are incomplete (no B image, no homography)."""
-    if not os.path.isdir(folder):
-        raise FileNotFoundError(f"pairs folder not found: {folder}")
-    pairs, notes = [], []
-    for path in sorted(glob.glob(os.path.join(folder, "*A.*"))):
-        stem, extension = os.path.splitext(os.path.basename(path))
-        name = stem[:-1]
-        image_b = os.path.join(folder, f"{name}B{extension}")
-        h_path = os.path.join(folder, f"{name}_H_A_to_B.derived.txt")
-        if not os.path.isfile(image_b):
-            notes.append(f"{name}: no {os.path.basename(image_b)}, skipped")
-            continue
-        if not os.path.isfile(h_path):
-            notes.append(f"{name}: no {os.path.basename(h_path)}, skipped")
-            continue
-        H = np.loadtxt(h_path, comments="#").reshape(3, 3)
-        pairs.append(HomographyPair(name, path, image_b, H / H[2, 2]))
-    if not pairs:
-        raise ValueError(f"{folder} holds no <name>A / <name>B / <name>_H_A_to_B.derived.txt pairs")
-    return pairs, notes
+POSE_THRESHOLDS = (5, 10, 20)
 
 
 def map_points(H: np.ndarray, points: np.ndarray) -> np.ndarray:
@@ -185,44 +165,213 @@ def summarize(rows: list[dict]) -> dict:
     return summary
 
 
-def evaluate_features(pairs_dir: str, extractors: list[Extractor], threshold: float = 3.0,
+def angle_between_rotations_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
+    cosine = (np.trace(R_a.T @ R_b) - 1) / 2
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def angle_between_vectors_deg(a: np.ndarray, b: np.ndarray) -> float:
+    cosine = np.dot(a, b) / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12)
+    return float(np.degrees(np.arccos(np.clip(cosine, -1.0, 1.0))))
+
+
+def relative_pose_error(points_a: np.ndarray, points_b: np.ndarray, K_a: np.ndarray,
+                        K_b: np.ndarray, R_true: np.ndarray, t_true: np.ndarray,
+                        threshold_px: float = 1.0) -> dict:
+    """Pose of b relative to a from matched pixels (essential matrix by RANSAC, then the
+    cheirality check of recoverPose), and its error against the truth (X_b = R X_a + t). The
+    translation's sign is not held against it (min(e, 180 - e)), as in SuperGlue's evaluation."""
+    failed = {"rotation_error_deg": float("inf"), "translation_error_deg": float("inf"),
+              "pose_error_deg": float("inf"), "pose_inliers": 0}
+    if len(points_a) < 5:
+        return failed
+    normal_a = cv2.undistortPoints(points_a.reshape(-1, 1, 2).astype(np.float64), K_a, None)
+    normal_b = cv2.undistortPoints(points_b.reshape(-1, 1, 2).astype(np.float64), K_b, None)
+    normal_a, normal_b = normal_a.reshape(-1, 2), normal_b.reshape(-1, 2)
+    threshold = threshold_px / np.mean([K_a[0, 0], K_a[1, 1], K_b[0, 0], K_b[1, 1]])
+    cv2.setRNGSeed(0)
+    E, mask = cv2.findEssentialMat(normal_a, normal_b, np.eye(3), method=cv2.RANSAC,
+                                   prob=0.99999, threshold=threshold)
+    if E is None or mask is None:
+        return failed
+    best = None
+    for candidate in np.split(E, len(E) // 3):  # up to three solutions of the 5-point solver
+        inliers, R, t, _ = cv2.recoverPose(candidate, normal_a, normal_b, np.eye(3), 1e9,
+                                           mask=mask.copy())
+        if best is None or inliers > best[0]:
+            best = (inliers, R, t.ravel())
+    inliers, R, t = best
+    rotation_error = angle_between_rotations_deg(R, R_true)
+    translation_error = angle_between_vectors_deg(t, t_true)
+    translation_error = min(translation_error, 180.0 - translation_error)
+    return {"rotation_error_deg": rotation_error, "translation_error_deg": translation_error,
+            "pose_error_deg": max(rotation_error, translation_error), "pose_inliers": int(inliers)}
+
+
+def pose_auc(errors, thresholds=POSE_THRESHOLDS) -> dict:
+    """Area under the recall-vs-error curve up to each threshold, normalised to 0..1 (1: every
+    pair exact). Infinite errors (failures) never reach the recall."""
+    errors = np.sort(np.asarray(errors, float))
+    recall = np.arange(1, len(errors) + 1) / max(len(errors), 1)
+    errors = np.r_[0.0, errors]
+    recall = np.r_[0.0, recall]
+    result = {}
+    for limit in thresholds:
+        last = int(np.searchsorted(errors, limit))
+        x = np.r_[errors[:last], limit]
+        y = np.r_[recall[:last], recall[last - 1]]
+        result[f"auc@{limit}"] = float(np.sum((x[1:] - x[:-1]) * (y[1:] + y[:-1]) / 2) / limit)
+    return result
+
+
+def pose_pair_metrics(points_a, desc_a, points_b, desc_b, view_a: View, view_b: View,
+                      metric: str = "l2") -> dict:
+    matches = mutual_nearest_neighbours(desc_a, desc_b, metric=metric)
+    R_true, t_true = relative_pose(view_a, view_b)
+    result = {"keypoints_a": len(points_a), "matches": len(matches)}
+    result.update(relative_pose_error(points_a[matches[:, 0]], points_b[matches[:, 1]],
+                                      view_a.K, view_b.K, R_true, t_true))
+    return result
+
+
+POSE_SUMMARY_KEYS = [*[f"auc@{t}" for t in POSE_THRESHOLDS], "pose_error_deg", "matches",
+                     "pose_inliers"]
+
+
+def summarize_poses(rows: list[dict]) -> dict:
+    """AUCs over the pairs; pose error: the median; matches and inliers: the mean."""
+    summary = pose_auc([r["pose_error_deg"] for r in rows])
+    summary["pose_error_deg"] = float(np.median([r["pose_error_deg"] for r in rows]))
+    summary["matches"] = float(np.mean([r["matches"] for r in rows]))
+    summary["pose_inliers"] = float(np.mean([r["pose_inliers"] for r in rows]))
+    return summary
+
+
+def _set_name(folder: str) -> str:
+    return os.path.basename(os.path.normpath(folder))
+
+
+def evaluate_features(pair_sets: list[str] | str, extractors: list[Extractor],
+                      threshold: float = 3.0, pose_scenes: list[str] = (), pose_gap: int = 3,
                       log=print) -> dict:
-    pairs, notes = read_homography_pairs(pairs_dir)
+    """Every method on every pair of every set; each image's features are computed once per
+    method. Homography sets are summarised together ("summary", a mean over all their pairs) and
+    one by one ("set_summary"); pose scenes together ("pose_summary") and one by one."""
+    if isinstance(pair_sets, str):
+        pair_sets = [pair_sets]
+    homography_sets, pose_sets, notes = [], [], []
+    for folder in pair_sets:
+        pairs, set_notes = read_pair_set(folder)
+        homography_sets.append((_set_name(folder), pairs))
+        notes += set_notes
+    for folder in pose_scenes:
+        views = read_scene(folder)
+        pose_sets.append((_set_name(folder), views, pose_pairs(views, pose_gap)))
     for note in notes:
         log(f"note: {note}")
+    images = sorted({p for _, pairs in homography_sets for pair in pairs
+                     for p in (pair.image_a, pair.image_b)}
+                    | {v.path for _, views, _ in pose_sets for v in views})
+    features: dict[tuple[str, str], tuple] = {}
+    with progress(total=len(images) * len(extractors), desc="features", unit="image") as bar:
+        for path in images:
+            gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            if gray is None:
+                raise ValueError(f"cannot read {path}")
+            for extractor in extractors:
+                features[extractor.name, path] = (*extractor(gray), gray.shape)
+                bar.update(1)
     per_pair: dict[str, list[dict]] = {e.name: [] for e in extractors}
-    for pair in pairs:
-        gray_a = cv2.imread(pair.image_a, cv2.IMREAD_GRAYSCALE)
-        gray_b = cv2.imread(pair.image_b, cv2.IMREAD_GRAYSCALE)
-        if gray_a is None or gray_b is None:
-            raise ValueError(f"cannot read the images of pair {pair.name}")
-        for extractor in extractors:
-            points_a, desc_a = extractor(gray_a)
-            points_b, desc_b = extractor(gray_b)
-            row = pair_metrics(points_a, desc_a, points_b, desc_b, pair.H, gray_a.shape,
-                               gray_b.shape, extractor.metric, threshold)
-            per_pair[extractor.name].append({"pair": pair.name, **row})
-    return {"pairs": [p.name for p in pairs], "notes": notes, "threshold_px": threshold,
-            "per_pair": per_pair,
-            "summary": {name: summarize(rows) for name, rows in per_pair.items()}}
+    pose_rows: dict[str, list[dict]] = {e.name: [] for e in extractors}
+    for set_name, pairs in homography_sets:
+        for pair in pairs:
+            for extractor in extractors:
+                points_a, desc_a, shape_a = features[extractor.name, pair.image_a]
+                points_b, desc_b, shape_b = features[extractor.name, pair.image_b]
+                row = pair_metrics(points_a, desc_a, points_b, desc_b, pair.H, shape_a, shape_b,
+                                   extractor.metric, threshold)
+                per_pair[extractor.name].append({"set": set_name, "pair": pair.name, **row})
+    for set_name, views, index_pairs in pose_sets:
+        for i, j in index_pairs:
+            for extractor in extractors:
+                points_a, desc_a, _ = features[extractor.name, views[i].path]
+                points_b, desc_b, _ = features[extractor.name, views[j].path]
+                row = pose_pair_metrics(points_a, desc_a, points_b, desc_b, views[i], views[j],
+                                        extractor.metric)
+                pose_rows[extractor.name].append(
+                    {"set": set_name, "pair": f"{set_name}:{views[i].name}-{views[j].name}", **row})
+    names = [e.name for e in extractors]
+    result = {"pairs": [r["pair"] for r in per_pair[names[0]]] if names else [],
+              "sets": [name for name, _ in homography_sets], "notes": notes,
+              "threshold_px": threshold, "per_pair": per_pair, "summary": {}, "set_summary": {},
+              "pose_sets": [name for name, _, _ in pose_sets], "pose_gap": pose_gap,
+              "pose_pairs": [r["pair"] for r in pose_rows[names[0]]] if names else [],
+              "pose_per_pair": pose_rows, "pose_summary": {}, "pose_set_summary": {}}
+    for name in names:
+        if per_pair[name]:
+            result["summary"][name] = summarize(per_pair[name])
+        for set_name, _ in homography_sets:
+            result["set_summary"].setdefault(set_name, {})[name] = summarize(
+                [r for r in per_pair[name] if r["set"] == set_name])
+        if pose_rows[name]:
+            result["pose_summary"][name] = summarize_poses(pose_rows[name])
+        for set_name, _, _ in pose_sets:
+            result["pose_set_summary"].setdefault(set_name, {})[name] = summarize_poses(
+                [r for r in pose_rows[name] if r["set"] == set_name])
+    return result
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Columns as wide as their longest entry (names of any length stay apart)."""
+    widths = [max(len(str(row[c])) for row in [header] + rows) for c in range(len(header))]
+    lines = []
+    for row in [header] + rows:
+        cells = [str(v).ljust(w) if c == 0 or (c == 1 and header[1] == "method") else str(v).rjust(w)
+                 for c, (v, w) in enumerate(zip(row, widths))]
+        lines.append("  ".join(cells).rstrip())
+    return lines
 
 
 def format_report(result: dict) -> str:
-    methods = list(result["summary"])
-    lines = [f"{len(result['pairs'])} pairs ({', '.join(result['pairs'])}), correct = within "
-             f"{result['threshold_px']:g} px; mean over pairs (corner error: median, px)", ""]
-    lines.append(f"{'metric':18s}" + "".join(f"{m:>10s}" for m in methods))
-    for key in SUMMARY_KEYS:
-        lines.append(f"{key:18s}" + "".join(_cell(result["summary"][m][key]) for m in methods))
-    lines += ["", "pair by pair"]
-    columns = ["repeatability", "matching_score", "mma@1", "mma@3", "mma@5", "corner_error",
-               "keypoints_a", "matches"]
-    lines.append(f"{'pair':8s}{'method':8s}" + "".join(f"{c:>15s}" for c in columns))
-    for index, pair in enumerate(result["pairs"]):
-        for method in methods:
-            row = result["per_pair"][method][index]
-            lines.append(f"{pair:8s}{method:8s}" + "".join(_cell(row[c], 15) for c in columns))
-    if "LIFT" in methods:
+    methods = list(result["summary"] or result["pose_summary"])
+    lines = []
+    if result["summary"]:
+        sets = ", ".join(f"{name} ({sum(1 for r in result['per_pair'][methods[0]] if r['set'] == name)})"
+                         for name in result["sets"])
+        lines += [f"{len(result['pairs'])} homography pairs ({sets}), correct = within "
+                  f"{result['threshold_px']:g} px; mean over all pairs (corner error: median, px)", ""]
+        lines += _table(["metric", *methods], [[key, *(_cell(result["summary"][m][key], 0).strip()
+                                                       for m in methods)] for key in SUMMARY_KEYS])
+        if len(result["sets"]) > 1:
+            lines += ["", "set by set (mma@3 / homography@3 / matching score)"]
+            rows = []
+            for name in result["sets"]:
+                cells = result["set_summary"][name]
+                rows.append([name, *(f"{cells[m]['mma@3']:.3f} / {cells[m]['homography@3']:.3f} / "
+                                     f"{cells[m]['matching_score']:.3f}" for m in methods)])
+            lines += _table(["set", *methods], rows)
+    if result["pose_summary"]:
+        lines += ["", f"{len(result['pose_pairs'])} relative-pose pairs ({', '.join(result['pose_sets'])}; "
+                  f"views up to {result['pose_gap']} apart): AUC of the pose error (max of rotation "
+                  f"and translation-direction error) up to 5/10/20 deg; median error, mean matches"]
+        lines += _table(["metric", *methods],
+                        [[key, *(_cell(result["pose_summary"][m][key], 0).strip() for m in methods)]
+                         for key in POSE_SUMMARY_KEYS])
+    if result["summary"]:
+        columns = ["repeatability", "matching_score", "mma@1", "mma@3", "mma@5", "corner_error",
+                   "keypoints_a", "matches"]
+        rows = [[row["pair"], method, *(_cell(row[c], 0).strip() for c in columns)]
+                for index in range(len(result["pairs"])) for method in methods
+                for row in [result["per_pair"][method][index]]]
+        lines += ["", "homography pairs one by one"] + _table(["pair", "method", *columns], rows)
+    if result["pose_summary"]:
+        columns = ["pose_error_deg", "rotation_error_deg", "translation_error_deg", "matches",
+                   "pose_inliers"]
+        rows = [[row["pair"], method, *(_cell(row[c], 0).strip() for c in columns)]
+                for index in range(len(result["pose_pairs"])) for method in methods
+                for row in [result["pose_per_pair"][method][index]]]
+        lines += ["", "pose pairs one by one"] + _table(["pair", "method", *columns], rows)
+    if "LIFT" in methods and result["summary"]:
         lines += ["", "LIFT against the baselines, pair by pair (matching score, corner error):"]
         for index, pair in enumerate(result["pairs"]):
             lift = result["per_pair"]["LIFT"][index]

@@ -34,6 +34,9 @@ def load(path: str, expected: str | None = None) -> PerceptionModel:
     name = read_metadata(path)["model"]
     if expected is not None and name != expected:
         raise CheckpointError(f"{path} holds a '{name}' model, expected '{expected}'")
+    if name not in MODEL_MODULES:
+        raise CheckpointError(f"{path} holds an unknown model '{name[:80]}' "
+                              f"(known: {', '.join(sorted(MODEL_MODULES))})")
     return model_class(name).from_checkpoint(path)
 
 

@@ -136,6 +136,12 @@ def _he_init(layer: nn.Module) -> None:
 class EigenDepth(PerceptionModel):
     name = "depth"
     Config = EigenDepthConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"input_size": (16, 2048), "view_crop": (0.05, 1.0),
+                     "coarse_channels": (1, 2048), "coarse_hidden": (1, 16384),
+                     "fine_channels": (1, 1024), "fine_rows": (0, 2048), "dropout": (0.0, 1.0),
+                     "input_mean": (-10.0, 10.0), "input_std": (1e-6, 1e3),
+                     "min_depth": (1e-6, 1e3), "max_depth": (1e-3, 1e6)}
     presets = {
         "cpu": {},
         "paper": {"input_size": [304, 228], "view_crop": 0.95,

@@ -93,6 +93,9 @@ class DroNetConfig:
 class DroNet(PerceptionModel):
     name = "dronet"
     Config = DroNetConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"input_channels": (1, 4), "crop_size": (8, 1024), "resize_to": (8, 4096),
+                     "block_channels": (1, 1024), "dropout": (0.0, 1.0), "conv_l2": (0.0, 1.0)}
     presets = {"cpu": {}, "paper": {}}  # the paper's network is small enough for the CPU
 
     def __init__(self, config: DroNetConfig):

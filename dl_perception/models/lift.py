@@ -332,6 +332,15 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"patch_size": (8, 256), "support": (1.0, 100.0), "detector_filter": (1, 101),
+                     "ghh_sum": (1, 16), "ghh_max": (1, 16), "detector_sigma": (0.1, 100.0),
+                     "detector_search": (1, 512), "softargmax_strength": (0.0, 1e4),
+                     "orientation_channels": (1, 1024), "orientation_hidden": (1, 4096),
+                     "descriptor_channels": (1, 1024), "descriptor_dim": (1, 4096),
+                     "scales": (1 / 64, 64.0), "max_keypoints": (1, 100_000),
+                     "score_threshold": (-1e6, 1e6), "nms_radius": (0, 64),
+                     "min_contrast": (0.0, 1.0), "border": (0, 1024)}
     batchable = False
     presets = {
         # CPU default: smaller detector kernel and descriptor/orientation widths, four octaves
@@ -418,7 +427,7 @@ class LIFT(PerceptionModel):
         s = settings or self.settings
         height, width = image.shape[-2:]
         empty = (image.new_zeros((0, 2)), image.new_zeros(0), image.new_zeros(0))
-        maps, factors = [], []
+        maps, factors, scales_used = [], [], []
         for factor in sorted(s.scales):
             h, w = int(round(height / factor)), int(round(width / factor))
             if min(h, w) < self.config.detector_filter:
@@ -433,18 +442,20 @@ class LIFT(PerceptionModel):
             score = score.masked_fill(flat, float("-inf"))
             maps.append(score)
             factors.append((width / w, height / h))
+            scales_used.append(factor)
         if not maps:
             return empty
         keypoints, sigmas, scores = [], [], []
         radius = max(1, int(s.nms_radius))
         for index, score in enumerate(maps):
             h, w = score.shape
-            neighbours = [score]
-            for other in (index - 1, index + 1):  # scale neighbours, resampled to this grid
+            neighbours = {}  # scale neighbours, resampled to this grid
+            for other in (index - 1, index + 1):
                 if 0 <= other < len(maps):
-                    neighbours.append(F.interpolate(maps[other][None, None], size=(h, w),
-                                                    mode="bilinear", align_corners=False)[0, 0])
-            local_max = box_max(torch.stack(neighbours).amax(dim=0)[None, None], 2 * radius + 1)[0, 0]
+                    neighbours[other] = F.interpolate(maps[other][None, None], size=(h, w),
+                                                      mode="bilinear", align_corners=False)[0, 0]
+            local_max = box_max(torch.stack([score, *neighbours.values()]).amax(dim=0)[None, None],
+                                2 * radius + 1)[0, 0]
             fx, fy = factors[index]
             border_x = max(s.border / fx, self.config.detector_filter / 2)
             border_y = max(s.border / fy, self.config.detector_filter / 2)
@@ -460,14 +471,37 @@ class LIFT(PerceptionModel):
             # level pixel centres -> input pixel coordinates
             keypoints.append(torch.stack([(xx.to(image.dtype) + sub_x + 0.5) * fx - 0.5,
                                           (yy.to(image.dtype) + sub_y + 0.5) * fy - 0.5], dim=1))
-            sigmas.append(torch.full((len(yy),), self.config.detector_sigma * math.sqrt(fx * fy),
-                                     dtype=image.dtype, device=image.device))
+            level_sigma = self.config.detector_sigma * math.sqrt(fx * fy)
+            if self.scale_interpolation:
+                sigmas.append(level_sigma * self._scale_offset(score, neighbours, index, scales_used, yy, xx))
+            else:
+                sigmas.append(torch.full((len(yy),), level_sigma, dtype=image.dtype, device=image.device))
             scores.append(score[yy, xx])
         if not keypoints:
             return empty
         keypoints, sigmas, scores = torch.cat(keypoints), torch.cat(sigmas), torch.cat(scores)
         order = torch.argsort(scores, descending=True)[: max(0, int(s.max_keypoints))]
         return keypoints[order], sigmas[order], scores[order]
+
+    scale_interpolation = True
+
+    @staticmethod
+    def _scale_offset(score, neighbours, index, scales, yy, xx) -> torch.Tensor:
+        """Factor on a level's sigma from a parabola through the scores of the level and its two
+        scale neighbours at each keypoint (log-scale), as SIFT interpolates its scale: the
+        levels are sqrt(2) apart, so without it a keypoint's scale is off by up to 19 %."""
+        centre = score[yy, xx]
+        ones = torch.ones_like(centre)
+        if index - 1 not in neighbours or index + 1 not in neighbours:
+            return ones
+        below, above = neighbours[index - 1][yy, xx], neighbours[index + 1][yy, xx]
+        curvature = below - 2 * centre + above
+        usable = (curvature < 0) & torch.isfinite(below) & torch.isfinite(above)
+        offset = 0.5 * (below - above) / torch.where(usable, curvature, -ones)
+        offset = torch.where(usable, offset.clamp(-0.5, 0.5), torch.zeros_like(offset))
+        step_up = math.log(scales[index + 1] / scales[index])
+        step_down = math.log(scales[index] / scales[index - 1])
+        return torch.exp(offset * torch.where(offset > 0, step_up * ones, step_down * ones))
 
     def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
         """One image (1x1xHxW, intensities in [0, 1]) -> keypoints (N x 2, pixels), scales (N,

@@ -4,12 +4,12 @@ softmax), sums their residuals to each cluster centre, intra-normalises per clus
 L2-normalises the whole; optional PCA whitening (to 4096-D in the paper) and a final L2.
 
 Presets: `paper` is VGG16 cropped at conv5_3 (before its ReLU, as the paper), K = 64,
-D = 512, 4096-D whitening, for the GPU; `cpu` (default) is the first four convolutions of the
-project's Eigen depth network (its coarse stack cropped at Coarse 4, before the ReLU) at 320x240,
-96-D local descriptors and 256-D whitening: as the paper starts from a network pre-trained for
-another task (ImageNet classification), the CPU backbone starts from one this project trained
-for depth prediction on simulator worlds (`dl-perception train netvlad --init-backbone`).
-`light` is a six-convolution backbone for training from scratch.
+D = 512, 4096-D whitening, for the GPU; `cpu` (default) is a six-convolution backbone (`light`,
+batch norm, output stride 8, 128-D local descriptors) on a 128x96 grey image standardised per
+image (zero mean, unit variance: gain and offset, the first things day/night and seasons
+change, are gone before the first convolution), trained on real images only
+(`dl-perception train netvlad`, docs/place_recognition.md). `eigen_coarse` (the first four
+convolutions of the project's depth network, `--init-backbone`) is the previous CPU backbone.
 
 The whitening is part of the checkpoint (buffers `whitening_mean`, `whitening_projection`,
 `whitening_fitted`); until fitted, `descriptor` is the VLAD vector itself.
@@ -36,35 +36,49 @@ VGG16_CONV5 = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512
 # the depth network's input normalisation (models/depth.py), which the eigen_coarse backbone keeps
 DEPTH_MEAN = (0.5, 0.5, 0.5)
 DEPTH_STD = (0.25, 0.25, 0.25)
+GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
 
 
 @dataclass
 class NetVLADConfig:
-    # "eigen_coarse" (CPU), "light" (CPU, from scratch) or "vgg16" (the paper's, to conv5_3)
+    # The defaults are the first CPU network (`depth` preset), so checkpoints saved before a
+    # field existed load as they were; the `cpu` preset sets the current network.
+    # "light" (CPU), "eigen_coarse" (the depth network's first layers) or "vgg16" (the paper's)
     backbone: str = "eigen_coarse"
     # eigen_coarse backbone: output channels of the depth network's Coarse 1-4
     eigen_channels: list = field(default_factory=lambda: [32, 64, 96, 96])
     # light backbone: channels of its three stages (two 3x3 convolutions each)
     light_channels: list = field(default_factory=lambda: [32, 64, 128])
+    # light backbone: 2x2 max pooling after its stride-2 stem (output stride 16, else 8)
+    light_stem_pool: bool = True
     resize_to: list = field(default_factory=lambda: [320, 240])  # (width, height)
-    input_mean: list = field(default_factory=lambda: list(DEPTH_MEAN))  # RGB in [0, 1]
+    grey: bool = False  # the backbone sees one luma channel
+    # "image": each image minus its own mean, divided by its own standard deviation;
+    # "fixed": minus input_mean, divided by input_std (per channel, RGB in [0, 1])
+    input_normalization: str = "fixed"
+    input_mean: list = field(default_factory=lambda: list(DEPTH_MEAN))
     input_std: list = field(default_factory=lambda: list(DEPTH_STD))
     num_clusters: int = 64
     normalize_input: bool = True  # L2 on each local descriptor before the layer (paper: preL2)
     pca_dim: int = 256  # 0 = no whitening
+    # each principal direction is divided by its standard deviation to this power: 1 = PCA
+    # whitening (the paper), 0 = plain PCA projection
+    whitening_power: float = 1.0
     whitening_epsilon: float = 1e-6  # added to the PCA variances before dividing by them
 
 
 class LightBackbone(nn.Module):
-    """conv5x5/2 and 2x2 max pooling, then three stages of two 3x3 convolutions with batch norm
-    joined by 2x2 max pooling (output stride 16, as VGG16's conv5). The last convolution has no
-    BN/ReLU, as the paper crops VGG16 before conv5_3's ReLU."""
+    """conv5x5/2 (and 2x2 max pooling with `stem_pool`), then three stages of two 3x3
+    convolutions with batch norm joined by 2x2 max pooling (output stride 16 with `stem_pool`,
+    as VGG16's conv5, else 8). The last convolution has no BN/ReLU, as the paper crops VGG16
+    before conv5_3's ReLU."""
 
-    def __init__(self, channels: list[int]):
+    def __init__(self, channels: list[int], in_channels: int = 3, stem_pool: bool = True):
         super().__init__()
-        layers: list[nn.Module] = [nn.Conv2d(3, channels[0], 5, stride=2, padding=2),
-                                   nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True),
-                                   nn.MaxPool2d(2)]
+        layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 5, stride=2, padding=2),
+                                   nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True)]
+        if stem_pool:
+            layers.append(nn.MaxPool2d(2))
         previous = channels[0]
         for stage, width in enumerate(channels):
             if stage:
@@ -178,23 +192,38 @@ class NetVLADLayer(nn.Module):
 class NetVLAD(PerceptionModel):
     name = "netvlad"
     Config = NetVLADConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"eigen_channels": (1, 2048), "light_channels": (1, 2048),
+                     "resize_to": (16, 4096), "input_mean": (-10.0, 10.0),
+                     "input_std": (1e-6, 1e3), "num_clusters": (1, 1024), "pca_dim": (0, 65536),
+                     "whitening_epsilon": (0.0, 1.0)}
     presets = {
-        "cpu": {},
-        "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096,
+        "cpu": {"backbone": "light", "light_stem_pool": False, "resize_to": [128, 96],
+                "grey": True, "input_normalization": "image"},
+        # the previous CPU network: the depth network's first layers (--init-backbone)
+        "depth": {},
+        "paper": {"backbone": "vgg16", "resize_to": [640, 480], "pca_dim": 4096, "grey": False,
+                  "input_normalization": "fixed",
                   "input_mean": list(RGB_MEAN), "input_std": list(RGB_STD)},
     }
 
     def __init__(self, config: NetVLADConfig):
         super().__init__(config)
+        if config.input_normalization not in ("image", "fixed"):
+            raise ValueError(f"netvlad: unknown input_normalization "
+                             f"'{config.input_normalization}' (image, fixed)")
         if config.backbone == "vgg16":
             self.backbone = VGG16Conv5()
         elif config.backbone == "light":
-            self.backbone = LightBackbone(list(config.light_channels))
+            self.backbone = LightBackbone(list(config.light_channels),
+                                          1 if config.grey else 3, config.light_stem_pool)
         elif config.backbone == "eigen_coarse":
             self.backbone = EigenCoarseBackbone(list(config.eigen_channels))
         else:
             raise ValueError(f"netvlad: unknown backbone '{config.backbone}' "
                              "(eigen_coarse, light, vgg16)")
+        if config.grey and config.backbone != "light":
+            raise ValueError(f"netvlad: the {config.backbone} backbone takes RGB (grey false)")
         dim = self.backbone.out_channels
         self.vlad = NetVLADLayer(config.num_clusters, dim, config.normalize_input)
         self.vlad_dim = config.num_clusters * dim
@@ -207,6 +236,8 @@ class NetVLAD(PerceptionModel):
         std = torch.tensor(config.input_std, dtype=torch.float32).view(1, 3, 1, 1)
         self.register_buffer("input_mean", mean, persistent=False)
         self.register_buffer("input_std", std, persistent=False)
+        grey = torch.tensor(GREY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("grey_weights", grey, persistent=False)
 
     @property
     def whitened(self) -> bool:
@@ -216,9 +247,21 @@ class NetVLAD(PerceptionModel):
     def descriptor_dim(self) -> int:
         return self.config.pca_dim if self.whitened else self.vlad_dim
 
+    def normalize_input(self, batch: torch.Tensor) -> torch.Tensor:
+        """B x 3 x H x W RGB in [0, 1] -> what the backbone takes (grey and/or normalised)."""
+        if self.config.grey:
+            batch = (batch * self.grey_weights).sum(1, keepdim=True)
+        if self.config.input_normalization == "image":
+            mean = batch.mean(dim=(1, 2, 3), keepdim=True)
+            std = batch.std(dim=(1, 2, 3), keepdim=True)
+            return (batch - mean) / (std + 1e-2)  # a flat image stays flat, not noise x 1e6
+        if self.config.grey:
+            return (batch - self.input_mean.mean()) / self.input_std.mean()
+        return (batch - self.input_mean) / self.input_std
+
     def local_descriptors(self, batch: torch.Tensor) -> torch.Tensor:
         """B x D x H x W dense descriptors of the cropped backbone."""
-        return self.backbone((batch - self.input_mean) / self.input_std)
+        return self.backbone(self.normalize_input(batch))
 
     def whiten(self, vlad: torch.Tensor) -> torch.Tensor:
         projected = (vlad - self.whitening_mean) @ self.whitening_projection.T
@@ -233,7 +276,8 @@ class NetVLAD(PerceptionModel):
 
     def fit_whitening(self, vlads: torch.Tensor) -> None:
         """PCA whitening from N x vlad_dim training vectors (N >= pca_dim): project on the
-        leading principal directions, divide by the square root of their variances."""
+        leading principal directions, divide by their standard deviations (to the power
+        `whitening_power`)."""
         dim = self.config.pca_dim
         if not dim:
             raise ValueError("netvlad: this configuration has no whitening (pca_dim 0)")
@@ -250,17 +294,21 @@ class NetVLAD(PerceptionModel):
         eigenvalues, eigenvectors = eigenvalues[order].clamp_min(0), eigenvectors[:, order]
         directions = centred.T @ eigenvectors / eigenvalues.sqrt().clamp_min(1e-12)  # D x dim
         variances = eigenvalues / (vlads.shape[0] - 1)
-        projection = directions / (variances + self.config.whitening_epsilon).sqrt()
+        projection = directions / (variances + self.config.whitening_epsilon) ** (
+            self.config.whitening_power / 2)
         with torch.no_grad():
             self.whitening_mean.copy_(mean.float())
             self.whitening_projection.copy_(projection.T.float())
             self.whitening_fitted.fill_(True)
 
     def preprocessing_info(self) -> dict:
-        return {"color": "rgb", "resize_to_wh": list(self.config.resize_to),
-                "interpolation": "area", "scale": "1/255",
-                "normalize": {"mean": list(self.config.input_mean),
-                              "std": list(self.config.input_std)}}
+        if self.config.input_normalization == "image":
+            normalize = "per image: minus its mean, divided by its standard deviation + 0.01"
+        else:
+            normalize = {"mean": list(self.config.input_mean), "std": list(self.config.input_std)}
+        return {"color": "grey (BT.601 luma of rgb)" if self.config.grey else "rgb",
+                "resize_to_wh": list(self.config.resize_to), "interpolation": "area",
+                "scale": "1/255", "normalize": normalize}
 
     def prepare_pixels(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> the network's input size (uint8)."""

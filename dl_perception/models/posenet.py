@@ -169,6 +169,13 @@ def pose_covariance(log_variance_position: float, log_variance_orientation: floa
 class PoseNet(PerceptionModel):
     name = "posenet"
     Config = PoseNetConfig
+    # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
+    config_bounds = {"resize_short": (16, 4096), "crop": (16, 4096), "stem": (1, 2048),
+                     "stages": (0, 4096), "pose_features": (1, 16384), "dropout": (0.0, 1.0),
+                     "aux_after": (0, 64), "aux_channels": (1, 4096), "aux_features": (1, 16384),
+                     "aux_dropout": (0.0, 1.0), "initial_log_variances": (-100.0, 100.0),
+                     "pixel_mean": (-10.0, 10.0), "pixel_std": (1e-6, 1e3),
+                     "scene_center": (-1e7, 1e7), "scene_scale": (1e-6, 1e7)}
     presets = {
         "cpu": {},
         "paper": {

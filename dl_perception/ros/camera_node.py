@@ -1,6 +1,8 @@
 """camera_node: a camera source for running the stack without hardware. Publishes
-/camera/image_raw (+ /compressed when image_transport is compressed) and /camera/camera_info
-from the synthetic corridor or from a folder of images, at a fixed rate."""
+camera/image_raw, camera/image_raw/compressed (JPEG, encoded only while someone subscribes, as
+image_transport does) and camera/camera_info from the synthetic corridor or from a folder of
+images, at a fixed rate; reliable by default (REP-2003), so reliable and best-effort subscribers
+both receive frames."""
 from __future__ import annotations
 
 import glob
@@ -8,13 +10,14 @@ import os
 
 import cv2
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..synthetic import SyntheticCorridor
 from .messages import camera_info_msg, compressed_msg, header, image_msg
-from .node_base import node_main
+from .node_base import sensor_qos
 from .params import Param, ParameterSet
+
+IMAGE_TOPIC = "camera/image_raw"
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".pgm", ".ppm", ".bmp")
 PARAMS = [
@@ -25,14 +28,23 @@ PARAMS = [
     Param("height", 240, "synthetic image height", low=16, high=8192, read_only=True),
     Param("encoding", "rgb8", "published encoding", choices=("rgb8", "bgr8", "mono8"),
           read_only=True),
-    Param("image_transport", "raw", "publish raw Image or jpeg CompressedImage",
-          choices=("raw", "compressed"), read_only=True),
+    Param("qos.reliability", "reliable", "reliability of the image publishers (reliable "
+          "serves reliable and best-effort subscribers)", choices=("reliable", "best_effort"),
+          read_only=True),
+    Param("qos.depth", 5, "image publishers' queue depth (keep last)", low=1, high=1000,
+          read_only=True),
+    Param("jpeg_quality", 90, "quality of camera/image_raw/compressed", low=1, high=100,
+          read_only=True),
     Param("loop", True, "restart a folder at its end", read_only=True),
     Param("frame_id", "camera_optical_frame", "frame of the published images", read_only=True),
 ]
 
 
 class CameraNode(Node):
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return PARAMS
+
     def __init__(self, node_name: str = "camera_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self.params = ParameterSet(self, PARAMS)
@@ -46,11 +58,12 @@ class CameraNode(Node):
                                 if f.lower().endswith(IMAGE_EXTENSIONS))
             if not self.files:
                 raise ValueError(f"camera_node: no images in '{source}'")
-        self.compressed = self.params["image_transport"] == "compressed"
-        topic_type = CompressedImage if self.compressed else Image
-        topic = "/camera/image_raw" + ("/compressed" if self.compressed else "")
-        self.image_pub = self.create_publisher(topic_type, topic, qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", 10)
+        qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
+        self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos)
+        # image_transport's naming: the compressed topic follows the base topic's remapping
+        self.compressed_pub = self.create_publisher(
+            CompressedImage, self.resolve_topic_name(IMAGE_TOPIC) + "/compressed", qos)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", qos)
         self.index = 0
         self.frames_published = 0
         self.create_timer(1.0 / self.params["rate_hz"], self._on_tick)
@@ -74,6 +87,8 @@ class CameraNode(Node):
         return bgr, "bgr8"
 
     def _on_tick(self) -> None:
+        if not self.context.ok():  # shutting down: the publishers are gone
+            return
         frame = self.next_frame()
         if frame is None:
             return
@@ -87,10 +102,10 @@ class CameraNode(Node):
         msg_header = header(self.get_clock().now().to_msg(), self.params["frame_id"])
         height, width = pixels.shape[:2]
         try:
-            if self.compressed:
-                self.image_pub.publish(compressed_msg(pixels, wanted, msg_header))
-            else:
-                self.image_pub.publish(image_msg(pixels, wanted, msg_header))
+            self.image_pub.publish(image_msg(pixels, wanted, msg_header))
+            if self.compressed_pub.get_subscription_count():
+                self.compressed_pub.publish(compressed_msg(pixels, wanted, msg_header,
+                                                           quality=self.params["jpeg_quality"]))
             f = self.corridor.focal if self.corridor else width / 2  # folders: assume 90 deg HFOV
             self.info_pub.publish(camera_info_msg(width, height, f, f, width / 2, height / 2,
                                                   msg_header))
@@ -98,5 +113,3 @@ class CameraNode(Node):
         except Exception as error:
             self.get_logger().warning(f"publish failed: {error}", throttle_duration_sec=2.0)
 
-
-main = node_main(CameraNode, "camera_node")

@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..geometry import backproject
 from .messages import image_msg, pointcloud2_msg
-from .node_base import ModelNode, node_main
+from .node_base import ModelNode
 from .params import Param
 
 BEST_EFFORT_LATEST = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
@@ -35,11 +35,11 @@ class DepthNode(ModelNode):
 
     def __init__(self, node_name: str = "depth_node", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.depth_pub = self.create_publisher(Image, "/dl_perception/depth/image", 5)
-        self.info_pub = self.create_publisher(CameraInfo, "/dl_perception/depth/camera_info", 5)
-        self.points_pub = self.create_publisher(PointCloud2, "/dl_perception/depth/points", 5)
+        self.depth_pub = self.create_publisher(Image, "dl_perception/depth/image", 5)
+        self.info_pub = self.create_publisher(CameraInfo, "dl_perception/depth/camera_info", 5)
+        self.points_pub = self.create_publisher(PointCloud2, "dl_perception/depth/points", 5)
         # best effort matches reliable and best-effort camera_info publishers alike
-        self.create_subscription(CameraInfo, "/camera/camera_info", self._on_camera_info,
+        self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info,
                                  BEST_EFFORT_LATEST)
         self.camera_info: CameraInfo | None = None
         self.camera_info_status = "missing"
@@ -60,7 +60,7 @@ class DepthNode(ModelNode):
                                        f"images {width}x{height}")
             self.counters["camera_info_mismatch"] += 1
             self.get_logger().warning(
-                f"/camera/camera_info is for {info.width}x{info.height} images but the images are "
+                f"camera/camera_info is for {info.width}x{info.height} images but the images are "
                 f"{width}x{height}: not used (no intrinsics on the depth camera_info, no points)",
                 throttle_duration_sec=5.0)
             return None
@@ -97,5 +97,3 @@ class DepthNode(ModelNode):
         return {**super().diagnostic_values(), "camera_info": self.camera_info_status,
                 **{key: str(value) for key, value in self.counters.items()}}
 
-
-main = node_main(DepthNode, "depth_node")

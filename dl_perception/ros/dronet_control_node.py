@@ -12,7 +12,6 @@ from std_msgs.msg import Float32
 from std_srvs.srv import SetBool
 
 from ..control import Command, DroNetController, DroNetControlParams
-from .node_base import node_main
 from .params import Param, ParameterSet
 
 _DEFAULTS = DroNetControlParams()
@@ -29,6 +28,9 @@ PARAMS = [
           "stop forward motion at or above this collision probability (<= 1)", low=1e-6, high=1.0),
     Param("input_timeout", _DEFAULTS.input_timeout,
           "network outputs older than this (s) command zero velocity", low=1e-3, high=60.0),
+    Param("steering_limit", _DEFAULTS.steering_limit,
+          "|steering| above this is invalid input (held like a missing one, then zero)",
+          low=1.0, high=1000.0),
     Param("enabled_at_start", False, "publish commands without waiting for the enable service",
           read_only=True),
 ]
@@ -36,6 +38,10 @@ CONTROL_FIELDS = [f.name for f in dataclasses.fields(DroNetControlParams)]
 
 
 class DroNetControlNode(Node):
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return PARAMS
+
     def __init__(self, node_name: str = "dronet_control_node", **kwargs):
         super().__init__(node_name, **kwargs)
         self.params = ParameterSet(self, PARAMS)
@@ -44,15 +50,16 @@ class DroNetControlNode(Node):
         self.enabled = bool(self.params["enabled_at_start"])
         self._steering: tuple[float, float] | None = None  # (value, receipt time)
         self._collision: tuple[float, float] | None = None
+        self._fresh = False  # an output arrived since the last tick
         self.last_command = Command(0.0, 0.0, "stop: no input")
         self.commands_published = 0
-        self.cmd_pub = self.create_publisher(Twist, "/cmd_vel", 10)
+        self.cmd_pub = self.create_publisher(Twist, "cmd_vel", 10)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self.create_subscription(Float32, "/dl_perception/dronet/steering_angle",
+        self.create_subscription(Float32, "dl_perception/dronet/steering_angle",
                                  self._on_steering, 10)
-        self.create_subscription(Float32, "/dl_perception/dronet/collision_probability",
+        self.create_subscription(Float32, "dl_perception/dronet/collision_probability",
                                  self._on_collision, 10)
-        self.create_service(SetBool, "/dl_perception/dronet_control/enable", self._on_enable)
+        self.create_service(SetBool, "dl_perception/dronet_control/enable", self._on_enable)
         self.create_timer(1.0 / self.params["rate_hz"], self._on_tick)
         self.create_timer(1.0, self._publish_diagnostics)
 
@@ -67,10 +74,10 @@ class DroNetControlNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _on_steering(self, msg: Float32) -> None:
-        self._steering = (msg.data, self._now())
+        self._steering, self._fresh = (msg.data, self._now()), True
 
     def _on_collision(self, msg: Float32) -> None:
-        self._collision = (msg.data, self._now())
+        self._collision, self._fresh = (msg.data, self._now()), True
 
     def _on_enable(self, request, response):
         was_enabled, self.enabled = self.enabled, bool(request.data)
@@ -83,9 +90,15 @@ class DroNetControlNode(Node):
         return response
 
     def _on_tick(self) -> None:
-        if self._steering is not None and self._collision is not None:
-            self.controller.update_perception(
-                self._steering[0], self._collision[0], min(self._steering[1], self._collision[1]))
+        if self._fresh and self._steering is not None and self._collision is not None:
+            self._fresh = False
+            steering, collision = self._steering[0], self._collision[0]
+            if not self.controller.update_perception(
+                    steering, collision, min(self._steering[1], self._collision[1])):
+                self.get_logger().warning(
+                    "invalid DroNet output ignored: "
+                    f"{self.controller.params.input_problem(steering, collision)}",
+                    throttle_duration_sec=2.0)
         self.last_command = self.controller.step(self._now())
         if not self.enabled:
             return
@@ -111,6 +124,7 @@ class DroNetControlNode(Node):
             "forward_velocity": f"{command.forward_velocity:.3f}",
             "yaw_rate": f"{command.yaw_rate:.3f}",
             "commands_published": str(self.commands_published),
+            "invalid_inputs": str(self.controller.invalid_inputs),
         }
         status = DiagnosticStatus(
             level=level, name=self.get_fully_qualified_name(),
@@ -123,5 +137,3 @@ class DroNetControlNode(Node):
         except Exception:
             pass
 
-
-main = node_main(DroNetControlNode, "dronet_control_node")

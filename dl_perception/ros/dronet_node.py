@@ -3,7 +3,7 @@ dl_perception.processors.dronet, shared with offline bag processing)."""
 from __future__ import annotations
 
 from ..processors.dronet import DroNetProcessor
-from .node_base import ProcessorNode, node_main
+from .node_base import ProcessorNode
 
 
 class DroNetNode(ProcessorNode):
@@ -13,5 +13,3 @@ class DroNetNode(ProcessorNode):
     def __init__(self, node_name: str = "dronet_node", **kwargs):
         super().__init__(node_name, **kwargs)
 
-
-main = node_main(DroNetNode, "dronet_node")

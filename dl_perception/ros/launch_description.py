@@ -3,8 +3,9 @@ exactly the nodes `dl-perception launch` starts from the same file."""
 from __future__ import annotations
 
 import os
+import tempfile
 
-from .launcher import configured_nodes
+from .launcher import configured_nodes, params_for_any_namespace
 
 
 def perception_launch(default_config: str, only: list[str] | None = None):
@@ -15,13 +16,18 @@ def perception_launch(default_config: str, only: list[str] | None = None):
 
     def nodes(context):
         config = LaunchConfiguration("config").perform(context)
+        namespace = LaunchConfiguration("namespace").perform(context)
         names = [n for n in configured_nodes(config) if not only or n in only]
-        return [Node(package="dl_perception", executable=name, name=name, output="screen",
-                     parameters=[config], emulate_tty=True) for name in names]
+        if namespace:  # plain node keys of a parameters file match in the root namespace only
+            config = params_for_any_namespace(config, tempfile.mkdtemp(prefix="dl_perception_"))
+        return [Node(package="dl_perception", executable=name, name=name, namespace=namespace,
+                     output="screen", parameters=[config], emulate_tty=True) for name in names]
 
     return LaunchDescription([
         DeclareLaunchArgument("config", default_value=default_config,
                               description="ROS 2 parameters file naming the nodes to start"),
+        DeclareLaunchArgument("namespace", default_value="",
+                              description="namespace of every node and topic, e.g. drone1"),
         OpaqueFunction(function=nodes),
     ])
 

@@ -14,11 +14,11 @@ from sensor_msgs.msg import Image, PointCloud2
 from ..imaging import to_rgb8
 from ..models.lift import LIFT, DetectionSettings
 from .messages import image_msg, pointcloud2_msg
-from .node_base import ModelNode, node_main
+from .node_base import ModelNode
 from .params import Param
 
-FEATURES_TOPIC = "/dl_perception/features"
-OVERLAY_TOPIC = "/dl_perception/features/overlay"
+FEATURES_TOPIC = "dl_perception/features"
+OVERLAY_TOPIC = "dl_perception/features/overlay"
 
 
 def _patch_batch(value) -> str | None:
@@ -112,5 +112,3 @@ class LIFTNode(ModelNode):
         return {**super().diagnostic_values(), "keypoints_last": str(self.keypoints_last),
                 "frames_without_keypoints": str(self.frames_without_keypoints)}
 
-
-main = node_main(LIFTNode, "lift_node")

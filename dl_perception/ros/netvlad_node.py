@@ -17,7 +17,7 @@ from ..place.online import OnlinePlaces
 from ..place.sources import PoseTrack
 from .messages import header as make_header
 from .messages import pointcloud2_msg, stamp_to_seconds
-from .node_base import ModelNode, node_main
+from .node_base import ModelNode
 from .params import Param
 
 UNKNOWN_VARIANCE = 1e6  # covariance of a pose component the database does not know
@@ -38,7 +38,7 @@ class NetVLADNode(ModelNode):
         Param("ignore_recent", 30.0, "online: keyframes younger than this (s) are not searched",
               low=0.0, high=1e6),
         Param("revisit_min_score", 0.8, "cosine similarity a revisit needs", low=-1.0, high=1.0),
-        Param("odometry_topic", "/odom", "online: nav_msgs/Odometry giving keyframe poses",
+        Param("odometry_topic", "odom", "online: nav_msgs/Odometry giving keyframe poses",
               read_only=True),
         Param("frame_id", "map", "frame of an online database started without a file",
               read_only=True),
@@ -66,10 +66,10 @@ class NetVLADNode(ModelNode):
         if self.online is not None:
             self.create_subscription(Odometry, self.params["odometry_topic"],
                                      self._on_odometry, 50)
-        self.matches_pub = self.create_publisher(PointCloud2, "/dl_perception/place/matches", 10)
+        self.matches_pub = self.create_publisher(PointCloud2, "dl_perception/place/matches", 10)
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped,
-                                              "/dl_perception/place/pose", 10)
-        self.loop_pub = self.create_publisher(PointCloud2, "/dl_perception/place/loop_closures", 10)
+                                              "dl_perception/place/pose", 10)
+        self.loop_pub = self.create_publisher(PointCloud2, "dl_perception/place/loop_closures", 10)
         self.no_match_frames = 0
         if len(self.database) == 0 and self.online is None:
             self.get_logger().warning("the place database is empty: every frame gets no match")
@@ -151,5 +151,3 @@ class NetVLADNode(ModelNode):
             values.update(keyframes=str(self.online.keyframes), revisits=str(self.online.revisits))
         return values
 
-
-main = node_main(NetVLADNode, "netvlad_node")

@@ -18,9 +18,10 @@ from sensor_msgs.msg import CompressedImage, Image
 from .. import models, rosmsg
 from ..checkpoint import CheckpointError
 from ..device import describe, select_device
-from ..imaging import DecodedImage, ImageDecodeError, decode
+from ..imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 from ..paths import resolve_weights
 from ..stats import FrameStats
+from .entry import mark_running, stop_requested
 from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet
 from .spinning import spin_until_stopped
@@ -48,6 +49,11 @@ def common_params() -> list[Param]:
               read_only=True),
         Param("max_frame_age", 0.5, "drop frames whose stamp is older than this (s); 0 disables",
               low=0.0, high=3600.0),
+        Param("max_future", 1.0, "drop frames stamped more than this (s) ahead of the node's "
+              "clock, as 'future'; 0 disables (their latency is never counted)",
+              low=0.0, high=3600.0),
+        Param("max_pixels", DEFAULT_MAX_PIXELS, "drop frames with more pixels (read from the "
+              "header, before decoding) as 'too_large'", low=1, high=1 << 31),
         Param("diagnostics_period", 1.0, "seconds between /diagnostics messages", low=0.05,
               high=3600.0, read_only=True),
     ]
@@ -62,20 +68,44 @@ def sensor_qos(reliability: str, depth: int) -> QoSProfile:
     return profile
 
 
+def relative(topic: str) -> str:
+    """A topic name relative to the node's namespace (docs/interfaces.md names topics from the
+    root: the same names when no namespace is set)."""
+    return topic.lstrip("/")
+
+
+def undeclared_overrides(node: Node) -> list[str]:
+    """Parameters given to `node` (parameters file, -p) that it does not declare: ROS ignores
+    them silently, so they are usually a typo or a parameter in the wrong node's section."""
+    return sorted(name for name in node._parameter_overrides if not node.has_parameter(name))
+
+
+def warn_undeclared_overrides(node: Node) -> None:
+    unknown = undeclared_overrides(node)
+    if unknown:
+        node.get_logger().warning(
+            f"ignoring parameters this node does not declare: {', '.join(unknown)} "
+            "(check the node's section of the parameters file)")
+
+
 class FrameNode(Node):
     """A node consuming camera frames. Subclasses set `extra_params` and implement
     `process(image, header)`; raising ImageDecodeError there counts a drop under its reason."""
 
     extra_params: list[Param] = []
-    image_topic = "/camera/image_raw"
+    image_topic = "camera/image_raw"
     subscribes_camera = True  # False: the subclass subscribes to its own inputs
+
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return common_params() + cls.extra_params
 
     def __init__(self, node_name: str, hosted: bool = False, **kwargs):
         """`hosted`: run inside a stack_node, which subscribes to the camera and hands frames
         to `process` (the node keeps its parameters, publishers and diagnostics)."""
         super().__init__(node_name, **kwargs)
         self.hosted = hosted
-        self.params = ParameterSet(self, common_params() + self.extra_params)
+        self.params = ParameterSet(self, self.declared_params())
         self.stats = FrameStats()
         self.device = select_device(self.params["device"])
         self._diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -85,8 +115,9 @@ class FrameNode(Node):
         if not self.subscribes_camera or hosted:
             pass
         elif self.params["image_transport"] == "compressed":
-            self.create_subscription(CompressedImage, self.image_topic + "/compressed",
-                                     self._on_frame, qos)
+            # image_transport's rule: the compressed topic follows the base topic's remapping
+            base = self.resolve_topic_name(self.image_topic)
+            self.create_subscription(CompressedImage, base + "/compressed", self._on_frame, qos)
         else:
             self.create_subscription(Image, self.image_topic, self._on_frame, qos)
 
@@ -95,14 +126,27 @@ class FrameNode(Node):
         started = time.perf_counter()
         self.stats.frame_received(info.get("publisher_gid", {}).get("data"),
                                   info.get("publication_sequence_number"))
-        stamp = stamp_to_seconds(msg.header.stamp)
+        stamp = msg.header.stamp
+        if stamp.sec < 0 or not 0 <= stamp.nanosec < 1_000_000_000:
+            self.stats.drop("invalid_stamp")
+            self.get_logger().warning(f"dropped frame: invalid stamp {stamp.sec} s "
+                                      f"{stamp.nanosec} ns", throttle_duration_sec=2.0)
+            return
+        stamp = stamp_to_seconds(stamp)
         now = self.get_clock().now().nanoseconds * 1e-9
-        max_age = self.params["max_frame_age"]
-        if max_age > 0 and stamp > 0 and now - stamp > max_age:
+        # a zero stamp (unstamped) or clock (sim time before /clock) says nothing about age
+        age = now - stamp if stamp > 0 and now > 0 else None
+        max_age, max_future = self.params["max_frame_age"], self.params["max_future"]
+        if age is not None and max_age > 0 and age > max_age:
             self.stats.drop("stale")
             return
+        if age is not None and max_future > 0 and -age > max_future:
+            self.stats.drop("future")
+            self.get_logger().warning(f"dropped frame stamped {-age:.3f} s ahead of the clock",
+                                      throttle_duration_sec=2.0)
+            return
         try:
-            image = decode(msg)
+            image = decode(msg, self.params["max_pixels"])
             self.process(image, msg.header)
         except ImageDecodeError as error:
             self.stats.drop(error.reason)
@@ -114,8 +158,10 @@ class FrameNode(Node):
                                     throttle_duration_sec=5.0)
             return
         processing = time.perf_counter() - started
-        # stamp -> outputs published, on the node's clock (sim time included)
-        latency = now + processing - stamp if stamp > 0 else None
+        # stamp -> outputs published, on the node's clock (sim time included); only from stamps
+        # not ahead of the clock beyond the tolerance, so a bad stamp cannot skew the statistics
+        valid = age is not None and age >= -max_future
+        latency = age + processing if valid else None
         self.stats.frame_done(processing, latency)
 
     def process(self, image: DecodedImage, header) -> None:
@@ -201,10 +247,10 @@ class ProcessorNode(ModelNode):
 
     def __init__(self, node_name: str, **kwargs):
         super().__init__(node_name, **kwargs)
-        params = {p.name: self.params[p.name] for p in common_params() + self.extra_params}
+        params = {p.name: self.params[p.name] for p in self.declared_params()}
         self.processor = self.processor_class(self.model, self.device, params)
         self._output_publishers = {
-            topic: self.create_publisher(message_class(msgtype), topic, 10)
+            topic: self.create_publisher(message_class(msgtype), relative(topic), 10)
             for topic, msgtype in self.processor.outputs.items()}
 
     def take_outputs_from(self, source) -> None:
@@ -219,25 +265,36 @@ class ProcessorNode(ModelNode):
 def run_nodes(node_factories, args=None, executor_kind: str = "single",
               duration: float | None = None) -> int:
     """Create nodes, spin them until SIGINT/SIGTERM (or `duration` seconds), shut down cleanly.
-    A node that cannot start (bad parameter, missing weights) ends the process with status 1."""
+    A node that cannot start (bad parameter, missing weights) ends the process with status 1;
+    a stop signal during start-up ends it with status 0."""
+    mark_running()
     rclpy.init(args=args)
     nodes = []
+
+    def stopping() -> bool:
+        return stop_requested() or not rclpy.ok()
     try:
         try:
             for factory in node_factories:
                 nodes.append(factory())
         except (ValueError, CheckpointError, KeyError, OSError) as error:
+            if stopping():
+                return 0
             print(f"error: {error}", file=sys.stderr)
             return 1
+        except Exception:
+            if stopping():  # the signal shut the context down under a node being created
+                return 0
+            raise
         if executor_kind == "multi":
             from rclpy.executors import MultiThreadedExecutor
             executor = MultiThreadedExecutor(num_threads=2)
         else:
             executor = SingleThreadedExecutor()
         for node in nodes:
-            executor.add_node(node)
-            for hosted in getattr(node, "hosted_nodes", []):
-                executor.add_node(hosted)
+            for each in [node, *getattr(node, "hosted_nodes", [])]:
+                warn_undeclared_overrides(each)
+                executor.add_node(each)
         spin_until_stopped(executor, duration)
         return 0
     finally:
@@ -246,11 +303,3 @@ def run_nodes(node_factories, args=None, executor_kind: str = "single",
                 hosted.destroy_node()
             node.destroy_node()
         rclpy.try_shutdown()
-
-
-def node_main(node_class, node_name: str):
-    """Console-script entry point for one node."""
-    def main(args=None) -> None:
-        sys.exit(run_nodes([lambda: node_class(node_name)], args=args if args is not None
-                           else sys.argv))
-    return main

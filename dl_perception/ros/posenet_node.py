@@ -1,7 +1,7 @@
 """posenet_node: camera frames -> the camera pose in the scene the PoseNet was trained on
-(geometry_msgs/PoseWithCovarianceStamped on /dl_perception/posenet/pose, stamped with the image's
-stamp, frame_id = the scene frame stored in the checkpoint). Where tf2_ros is importable (a full
-ROS 2 install) the pose is also broadcast as TF, scene frame -> `tf_child_frame`."""
+(geometry_msgs/PoseWithCovarianceStamped on dl_perception/posenet/pose, stamped with the image's
+stamp, in frame `frame_id`: `map` by default, as REP-105 names the fixed frame a relocaliser
+reports in). The pose is also published on /tf, frame_id -> `tf_child_frame`."""
 from __future__ import annotations
 
 import numpy as np
@@ -10,27 +10,23 @@ from geometry_msgs.msg import PoseWithCovarianceStamped, TransformStamped
 from ..geometry import canonical_quaternion
 from ..models.posenet import pose_covariance
 from .messages import header as make_header
-from .node_base import ModelNode, node_main
+from .node_base import ModelNode
 from .params import Param
+from .tf import TransformPublisher
 
-try:  # part of a ROS install, not of the PyPI wheels
-    from tf2_ros import TransformBroadcaster
-except ImportError:
-    TransformBroadcaster = None
-
-POSE_TOPIC = "/dl_perception/posenet/pose"
+POSE_TOPIC = "dl_perception/posenet/pose"
 
 
 class PoseNetNode(ModelNode):
     model_name = "posenet"
     extra_params = [
-        Param("frame_id", "", "frame of the published pose; empty = the scene frame the model "
-                              "was trained in", read_only=True),
+        Param("frame_id", "map", "frame of the published pose and TF parent; empty = the scene "
+                                 "frame stored in the checkpoint", read_only=True),
         Param("position_variance", 1.0, "covariance of each position axis (m^2) when the model "
                                         "has no learned uncertainty", low=0.0, high=1e6),
         Param("orientation_variance", 0.01, "covariance of each rotation axis (rad^2) when the "
                                             "model has no learned uncertainty", low=0.0, high=1e3),
-        Param("publish_tf", True, "also broadcast TF (where tf2_ros is available)", read_only=True),
+        Param("publish_tf", True, "also publish the pose on /tf", read_only=True),
         Param("tf_child_frame", "posenet_camera", "child frame of the broadcast transform",
               read_only=True),
     ]
@@ -43,16 +39,15 @@ class PoseNetNode(ModelNode):
         self.loss_norm = info.get("train_config", {}).get("norm", "l2")
         self.scene = info.get("scene") or ", ".join(info.get("trained_on", [])) or "unknown"
         self.pose_pub = self.create_publisher(PoseWithCovarianceStamped, POSE_TOPIC, 10)
-        self.tf_broadcaster = None
-        if self.params["publish_tf"] and TransformBroadcaster is not None:
-            self.tf_broadcaster = TransformBroadcaster(self)
+        self.tf_broadcaster = TransformPublisher(self) if self.params["publish_tf"] else None
+        if self.tf_broadcaster is not None and not self.tf_broadcaster.available:
+            self.tf_broadcaster = None
         self.get_logger().info(
             f"weights for the scene: {self.scene}; poses elsewhere are meaningless")
         self.get_logger().info(
             f"publishing {POSE_TOPIC} in frame '{self.frame_id}', covariance "
             + ("from the learned uncertainty" if self.learned_uncertainty else "configured")
-            + (", TF" if self.tf_broadcaster else ", no TF (tf2_ros not available)"
-               if self.params["publish_tf"] else ""))
+            + (", TF" if self.tf_broadcaster else ""))
 
     def covariance(self, out: dict) -> np.ndarray:
         if self.learned_uncertainty:
@@ -81,11 +76,9 @@ class PoseNetNode(ModelNode):
             transform.transform.translation.y = pose.position.y
             transform.transform.translation.z = pose.position.z
             transform.transform.rotation = pose.orientation
-            self.tf_broadcaster.sendTransform(transform)
+            self.tf_broadcaster.send([transform])
 
     def diagnostic_values(self) -> dict[str, str]:
         return {**super().diagnostic_values(), "frame_id": self.frame_id, "scene": self.scene,
                 "tf": "on" if self.tf_broadcaster else "off"}
 
-
-main = node_main(PoseNetNode, "posenet_node")

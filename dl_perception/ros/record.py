@@ -20,6 +20,8 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
 
 from .. import rosmsg
 from ..bags import BagError, BagWriter
+from ..progress import progress
+from .entry import mark_running
 from .messages import message_class
 from .spinning import spin_until_stopped
 
@@ -51,13 +53,15 @@ def subscription_qos(offered: list) -> QoSProfile:
 
 class Recorder:
     def __init__(self, node: Node, writer: BagWriter, topics: list[str], all_topics: bool = False,
-                 log=print):
+                 log=print, show_progress: bool = True):
         self.node, self.writer, self.log = node, writer, log
         self.all_topics = all_topics
         self.pending = set(topics)
         self.recording: dict[str, str] = {}
         self.skipped: dict[str, str] = {}
         self._subscriptions = []
+        # messages written, and their rate
+        self.bar = progress(desc="record", unit="msg", enabled=show_progress)
         node.create_timer(0.1, self.discover)
         self.discover()
 
@@ -90,6 +94,7 @@ class Recorder:
 
     def _on_message(self, topic: str, data: bytes) -> None:
         self.writer.write(topic, self.node.get_clock().now().nanoseconds, data)
+        self.bar.update()
 
 
 def run_record(topics: list[str], out: str, storage: str = "mcap", all_topics: bool = False,
@@ -98,8 +103,9 @@ def run_record(topics: list[str], out: str, storage: str = "mcap", all_topics: b
         raise ValueError("name the topics to record, or --all")
     log = lambda text: print(text, file=sys.stderr)  # noqa: E731
     writer = BagWriter(out, storage=storage)
+    mark_running()
     rclpy.init(args=["dl-perception", "--ros-args", *(ros_args or [])])
-    node = None
+    node = recorder = None
     try:
         node = rclpy.create_node("dl_perception_recorder")
         recorder = Recorder(node, writer, topics, all_topics, log)
@@ -107,6 +113,8 @@ def run_record(topics: list[str], out: str, storage: str = "mcap", all_topics: b
         executor.add_node(node)
         spin_until_stopped(executor, duration, period=0.05)
     finally:
+        if recorder is not None:
+            recorder.bar.close()
         writer.close()
         if node is not None:
             node.destroy_node()

@@ -27,6 +27,8 @@ from rosgraph_msgs.msg import Clock
 from .. import rosmsg
 from ..bags import BagError, BagReader, BagReadError
 from ..bags.translate import same_layout, translate
+from ..progress import progress
+from .entry import mark_running, stop_requested
 from .messages import message_class
 
 QOS_KEYS = {
@@ -179,7 +181,8 @@ class BagPlayer:
         still to come). False when stopped."""
         while True:
             now = time.monotonic()
-            if self.stop_event.is_set() or not rclpy.ok(context=self.node.context):
+            if self.stop_event.is_set() or stop_requested() or \
+                    not rclpy.ok(context=self.node.context):
                 return False
             if self.clock is not None and now >= self._next_clock:
                 self._publish_clock(min(self._bag_time(now), bag_limit))
@@ -225,6 +228,11 @@ class BagPlayer:
             topic.publisher.wait_for_all_acked(Duration(nanoseconds=int(remaining * 1e9)))
 
     def _play_once(self, start: int, stop: int | None, report: PlayReport) -> bool:
+        with progress(total=sum(self.reader.topics[t].count for t in self.topics),
+                      desc="replay", unit="msg") as bar:
+            return self._play_messages(start, stop, report, bar)
+
+    def _play_messages(self, start: int, stop: int | None, report: PlayReport, bar) -> bool:
         for message in self.reader.messages(self.topics, start, stop):
             target = self.origin_wall + (message.log_time - start) / 1e9 / self.options.rate
             if not self._wait_until(target, message.log_time):
@@ -243,6 +251,7 @@ class BagPlayer:
                 self.log(f"warning: {message.topic} at {message.log_time} ns not published: "
                          f"{error}")
             report.lateness_s.append(time.monotonic() - target)
+            bar.update()
         return True
 
 
@@ -261,6 +270,7 @@ def print_report(report: PlayReport, rate: float) -> None:
 def run_replay(options: ReplayOptions, ros_args=None) -> int:
     options.check()
     reader = BagReader(options.bag)
+    mark_running()
     rclpy.init(args=["dl-perception", "--ros-args", *(ros_args or [])])
     node = None
     try:
@@ -276,10 +286,7 @@ def run_replay(options: ReplayOptions, ros_args=None) -> int:
             print(f"skipped {skipped}", file=sys.stderr)
         if not player.topics:
             raise BagError(f"nothing to play from {options.bag}")
-        try:
-            report = player.play()
-        except KeyboardInterrupt:
-            return 0
+        report = player.play()
         print_report(report, options.rate)
         if report.fault is not None:
             print(f"error: {report.fault}", file=sys.stderr)

@@ -23,18 +23,20 @@ import numpy as np
 from geometry_msgs.msg import Twist
 from nav_msgs.msg import Odometry
 from rclpy.node import Node
-from rclpy.qos import qos_profile_sensor_data
 from rosgraph_msgs.msg import Clock
-from sensor_msgs.msg import CameraInfo, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 from std_msgs.msg import Bool
 
 from ..sim.expert import ExpertAutopilot
 from ..sim.render_thread import SLOTS
-from ..sim.scene import CameraSpec
+from ..sim.scene import CAMERA_OFFSET, CameraSpec
 from ..sim.simulator import DroneLimits, Simulator
-from .messages import camera_info_msg, header, image_msg, seconds_to_stamp
-from .node_base import node_main
+from .messages import camera_info_msg, compressed_msg, header, image_msg, seconds_to_stamp
+from .node_base import sensor_qos
 from .params import Param, ParameterSet
+from .tf import OPTICAL_QUATERNION, TransformPublisher, transform
+
+IMAGE_TOPIC = "camera/image_raw"
 
 _LIMITS = DroneLimits()
 FREE_RUN_SLICE_S = 0.01  # real_time_factor 0: wall time between executor visits
@@ -72,10 +74,29 @@ PARAMS = [
           read_only=True),
     Param("autopilot", False, "the expert autopilot flies (and /cmd_vel is ignored)",
           read_only=True),
+    Param("qos.reliability", "reliable", "reliability of the camera publishers (reliable serves "
+          "reliable and best-effort subscribers)", choices=("reliable", "best_effort"),
+          read_only=True),
+    Param("qos.depth", 5, "camera publishers' queue depth (keep last)", low=1, high=1000,
+          read_only=True),
+    Param("jpeg_quality", 90, "quality of camera/image_raw/compressed (encoded only while "
+          "someone subscribes)", low=1, high=100, read_only=True),
+    Param("publish_tf", True, "odom -> base_link on /tf with every odometry message, "
+          "base_link -> camera_link -> camera_optical_frame on /tf_static", read_only=True),
+    Param("odom_frame", "odom", "frame of the ground-truth odometry (its origin: the world's)",
+          read_only=True),
+    Param("base_frame", "base_link", "the drone's body frame", read_only=True),
+    Param("camera_frame", "camera_link", "the camera's body-axes frame", read_only=True),
+    Param("optical_frame", "camera_optical_frame", "frame of the images and depth",
+          read_only=True),
 ]
 
 
 class SimNode(Node):
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return PARAMS
+
     def __init__(self, node_name: str = "sim_node", **kwargs):
         super().__init__(node_name, **kwargs)
         if self.get_parameter("use_sim_time").value:
@@ -101,16 +122,22 @@ class SimNode(Node):
         self.commands_received = 0
         self.collisions = 0
         self.publish_errors = 0
-        self.image_pub = self.create_publisher(Image, "/camera/image_raw", qos_profile_sensor_data)
-        self.depth_pub = self.create_publisher(Image, "/camera/depth/image_raw",
-                                               qos_profile_sensor_data)
-        self.info_pub = self.create_publisher(CameraInfo, "/camera/camera_info", 10)
-        self.odom_pub = self.create_publisher(Odometry, "/ground_truth/odometry", 10)
-        self.collision_pub = self.create_publisher(Bool, "/sim/collision", 10)
+        camera_qos = sensor_qos(p["qos.reliability"], p["qos.depth"])
+        self.image_pub = self.create_publisher(Image, IMAGE_TOPIC, camera_qos)
+        # image_transport's naming: the compressed topic follows the base topic's remapping
+        self.compressed_pub = self.create_publisher(
+            CompressedImage, self.resolve_topic_name(IMAGE_TOPIC) + "/compressed", camera_qos)
+        self.depth_pub = self.create_publisher(Image, "camera/depth/image_raw", camera_qos)
+        self.info_pub = self.create_publisher(CameraInfo, "camera/camera_info", camera_qos)
+        self.odom_pub = self.create_publisher(Odometry, "ground_truth/odometry", 10)
+        self.collision_pub = self.create_publisher(Bool, "sim/collision", 10)
         self.clock_pub = self.create_publisher(Clock, "/clock", 10)
-        self.create_subscription(Twist, "/cmd_vel", self._on_cmd_vel, 10)
+        self.create_subscription(Twist, "cmd_vel", self._on_cmd_vel, 10)
+        self.tf = TransformPublisher(self) if p["publish_tf"] else None
+        if self.tf is not None:
+            self.tf.send_static(self.camera_transforms(seconds_to_stamp(0.0)))
         # messages built once and refilled every frame / step
-        frame = header(seconds_to_stamp(0.0), "camera_optical_frame")
+        frame = header(seconds_to_stamp(0.0), p["optical_frame"])
         shape = (self.camera.height, self.camera.width)
         self._msg_rgb = image_msg(np.zeros((*shape, 3), np.uint8), "rgb8", frame)
         self._msg_depth = image_msg(np.zeros(shape, np.float32), "32FC1",
@@ -119,8 +146,8 @@ class SimNode(Node):
         self._msg_info = camera_info_msg(self.camera.width, self.camera.height, fx, fy, cx, cy,
                                      header(frame.stamp, frame.frame_id))
         self._msg_odometry = Odometry()
-        self._msg_odometry.header.frame_id = "odom"
-        self._msg_odometry.child_frame_id = "base_link"
+        self._msg_odometry.header.frame_id = p["odom_frame"]
+        self._msg_odometry.child_frame_id = p["base_frame"]
         self._msg_clock = Clock()
         self._msg_collision = Bool()
         rtf = p["real_time_factor"]
@@ -133,6 +160,13 @@ class SimNode(Node):
             f"world {p['world_seed']} ({p['preset']}), {self.camera.width}x{self.camera.height} "
             f"camera at {p['camera_rate_hz']:g} Hz, physics {p['physics_rate_hz']:g} Hz, "
             f"real-time factor {rtf:g}" + (", expert autopilot" if self.autopilot else ""))
+
+    def camera_transforms(self, stamp) -> list:
+        """base_link -> camera_link (the camera's mount) -> camera_optical_frame."""
+        p = self.params
+        return [transform(stamp, p["base_frame"], p["camera_frame"], (CAMERA_OFFSET, 0.0, 0.0)),
+                transform(stamp, p["camera_frame"], p["optical_frame"],
+                          quaternion=OPTICAL_QUATERNION)]
 
     def _on_cmd_vel(self, msg: Twist) -> None:
         if self.autopilot is not None:
@@ -194,6 +228,10 @@ class SimNode(Node):
         self._msg_collision.data = bool(touched)
         self._publish(self.clock_pub, self._msg_clock)
         self._publish(self.odom_pub, odometry)
+        if self.tf is not None:
+            self.tf.send([transform(stamp, odometry.header.frame_id, odometry.child_frame_id,
+                                    (pose.position.x, pose.position.y, pose.position.z),
+                                    (0.0, 0.0, pose.orientation.z, pose.orientation.w))])
         self._publish(self.collision_pub, self._msg_collision)
 
     def publish_camera(self) -> None:
@@ -204,6 +242,10 @@ class SimNode(Node):
             msg.data = pixels.tobytes()
         self._msg_info.header.stamp = stamp
         self._publish(self.image_pub, self._msg_rgb)
+        if self.compressed_pub.get_subscription_count():
+            self._publish(self.compressed_pub, compressed_msg(
+                rgb, "rgb8", header(stamp, self._msg_rgb.header.frame_id),
+                quality=self.params["jpeg_quality"]))
         self._publish(self.depth_pub, self._msg_depth)
         self._publish(self.info_pub, self._msg_info)
         self.frames_published += 1
@@ -213,5 +255,3 @@ class SimNode(Node):
             self.sim.close()
         super().destroy_node()
 
-
-main = node_main(SimNode, "sim_node")

@@ -6,13 +6,16 @@ import time
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
+from .entry import stop_requested
+
 
 def spin_until_stopped(executor, duration: float | None = None, period: float = 0.1) -> None:
-    """Spin `executor` until rclpy's signal handlers shut the context down (SIGINT/SIGTERM) or
-    `duration` seconds have passed."""
+    """Spin `executor` until rclpy's signal handlers shut the context down (SIGINT/SIGTERM), a
+    stop is requested (entry.py) or `duration` seconds have passed."""
     deadline = None if duration is None else time.monotonic() + duration
     try:
-        while rclpy.ok() and (deadline is None or time.monotonic() < deadline):
+        while rclpy.ok() and not stop_requested() and (
+                deadline is None or time.monotonic() < deadline):
             executor.spin_once(timeout_sec=period)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass

@@ -14,7 +14,7 @@ import time
 from ..engine import Engine, EngineOptions
 from ..imaging import DecodedImage, to_rgb8
 from .launcher import node_class
-from .node_base import FrameNode, ModelNode, node_main
+from .node_base import FrameNode, ModelNode
 from .params import Param
 
 DEFAULT_HOSTED = ["dronet_node", "lift_node", "netvlad_node", "posenet_node", "depth_node"]
@@ -83,5 +83,3 @@ class StackNode(FrameNode):
                 **{f"plan_{name}": f"{plan.precision}{' channels_last' if plan.channels_last else ''}"
                    for name, plan in self.engine.plans.items()}}
 
-
-main = node_main(StackNode, "stack_node")

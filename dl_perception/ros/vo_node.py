@@ -3,7 +3,9 @@ on /dl_perception/vo/odometry (nav_msgs/Odometry, frame odom, child camera_link)
 from /camera/camera_info; when depth_node runs, its /dl_perception/depth/image (32FC1, metres,
 grid described by /dl_perception/depth/camera_info) gives metric scale, otherwise the odometry is
 up to scale. Tracking loss is reported and counted; no pose is published until the odometry has
-re-initialised."""
+re-initialised. Each pose is also published on /tf (odom -> camera_link), and, for frames with
+depth, the keypoints that have a depth reading on /dl_perception/features/points (x, y, z in the
+camera optical frame, u, v, score), so 3D views show LIFT's features."""
 from __future__ import annotations
 
 import collections
@@ -19,15 +21,17 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from ..geometry import matrix_to_quat
 from ..imaging import ImageDecodeError, image_to_numpy
 from ..pointcloud import unpack
-from ..vo import DepthImage, Features, MonocularVO, VOConfig, body_pose
-from .messages import stamp_to_seconds
-from .node_base import FrameNode, node_main, sensor_qos
+from ..vo import DepthImage, Features, MonocularVO, VOConfig, body_pose, depth_at
+from .messages import pointcloud2_msg, stamp_to_seconds
+from .node_base import FrameNode, sensor_qos
 from .params import Param
+from .tf import TransformPublisher, transform
 
-FEATURES_TOPIC = "/dl_perception/features"
-ODOMETRY_TOPIC = "/dl_perception/vo/odometry"
-DEPTH_TOPIC = "/dl_perception/depth/image"
-DEPTH_INFO_TOPIC = "/dl_perception/depth/camera_info"
+FEATURES_TOPIC = "dl_perception/features"
+ODOMETRY_TOPIC = "dl_perception/vo/odometry"
+FEATURE_POINTS_TOPIC = "dl_perception/features/points"
+DEPTH_TOPIC = "dl_perception/depth/image"
+DEPTH_INFO_TOPIC = "dl_perception/depth/camera_info"
 
 
 class VONode(FrameNode):
@@ -43,6 +47,8 @@ class VONode(FrameNode):
               read_only=True),
         Param("odom_frame", "odom", "frame_id of the odometry", read_only=True),
         Param("child_frame", "camera_link", "child_frame_id of the odometry", read_only=True),
+        Param("publish_tf", True, "odom_frame -> child_frame on /tf with every odometry message "
+              "(turn off where another source, e.g. sim_node, owns that frame)", read_only=True),
     ]
 
     def __init__(self, node_name: str = "vo_node", **kwargs):
@@ -62,10 +68,12 @@ class VONode(FrameNode):
         qos = sensor_qos(self.params["qos.reliability"], self.params["qos.depth"])
         self.create_subscription(PointCloud2, FEATURES_TOPIC, self._on_features,
                                  max(qos.depth, 10))
-        self.create_subscription(CameraInfo, "/camera/camera_info", self._on_camera_info, 10)
+        self.create_subscription(CameraInfo, "camera/camera_info", self._on_camera_info, 10)
         self.create_subscription(Image, DEPTH_TOPIC, self._on_depth, qos_profile_sensor_data)
         self.create_subscription(CameraInfo, DEPTH_INFO_TOPIC, self._on_depth_info, 10)
         self.odometry_pub = self.create_publisher(Odometry, ODOMETRY_TOPIC, 10)
+        self.points_pub = self.create_publisher(PointCloud2, FEATURE_POINTS_TOPIC, 10)
+        self.tf = TransformPublisher(self) if self.params["publish_tf"] else None
         self.create_timer(0.05, self._flush_pending)
 
     # --- inputs -------------------------------------------------------------------------------
@@ -158,6 +166,8 @@ class VONode(FrameNode):
                 np.zeros((0, max(1, descriptors.size)), np.float32)
             finite = np.isfinite(keypoints).all(1) & np.isfinite(descriptors).all(1)
             result = self.vo.process(Features(keypoints[finite], descriptors[finite]), depth)
+            if depth is not None:
+                self.publish(self.points_pub, self._feature_points(msg.header, cloud, depth))
         except Exception as error:  # one bad message never stops the node
             self.stats.drop("error")
             self.get_logger().error(f"features failed: {error!r}", throttle_duration_sec=5.0)
@@ -171,11 +181,37 @@ class VONode(FrameNode):
                     f"({self.tracking_losses} lost frames, {self.vo.reinitialisations} "
                     "re-initialisations so far)", throttle_duration_sec=1.0)
         else:
-            self.publish(self.odometry_pub, self._odometry(msg.header, result))
+            odometry = self._odometry(msg.header, result)
+            self.publish(self.odometry_pub, odometry)
+            if self.tf is not None:
+                pose = odometry.pose.pose
+                self.tf.send([transform(odometry.header.stamp, odometry.header.frame_id,
+                                        odometry.child_frame_id,
+                                        (pose.position.x, pose.position.y, pose.position.z),
+                                        (pose.orientation.x, pose.orientation.y,
+                                         pose.orientation.z, pose.orientation.w))])
         stamp = stamp_to_seconds(msg.header.stamp)
         now = self.get_clock().now().nanoseconds * 1e-9
         processing = time.perf_counter() - started
         self.stats.frame_done(processing, now - stamp if stamp > 0 else None)
+
+    def _feature_points(self, header, cloud, depth: DepthImage) -> PointCloud2:
+        """The keypoints that have a depth reading, placed in 3-D (x, y, z in the camera optical
+        frame of the feature image, metres) with their u, v and score: LIFT's cloud as RViz's
+        and Foxglove's 3D views can show it."""
+        keypoints = np.stack([cloud["u"], cloud["v"]], axis=1).astype(np.float64)
+        finite = np.isfinite(keypoints).all(axis=1)
+        z = np.full(len(keypoints), np.nan)
+        z[finite] = depth_at(depth, keypoints[finite], self.K, self.config.max_depth_m)
+        known = np.isfinite(z)
+        x = (keypoints[known, 0] - self.K[0, 2]) / self.K[0, 0] * z[known]
+        y = (keypoints[known, 1] - self.K[1, 2]) / self.K[1, 1] * z[known]
+        columns = {"x": x, "y": y, "z": z[known], "u": cloud["u"][known],
+                   "v": cloud["v"][known]}
+        if "score" in (cloud.dtype.names or ()):
+            columns["score"] = cloud["score"][known]
+        return pointcloud2_msg({k: np.asarray(v, np.float32) for k, v in columns.items()},
+                               header)
 
     def _odometry(self, header, result) -> Odometry:
         pose = body_pose(result.pose)
@@ -213,5 +249,3 @@ class VONode(FrameNode):
                 "reinitialisations": str(vo.reinitialisations if vo else 0),
                 "keyframes": str(vo.keyframes if vo else 0)}
 
-
-main = node_main(VONode, "vo_node")

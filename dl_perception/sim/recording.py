@@ -26,6 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..datasets.sequence import Camera, SequenceWriter
+from ..progress import progress
 from .expert import ExpertAutopilot, ExpertParams
 from .scene import CameraSpec
 from .simulator import Simulator
@@ -50,6 +51,8 @@ class RecordConfig:
     perturb: float = 0.0  # fraction of the flight spent perturbed
     pilot_weights: str | None = None  # DroNet checkpoint flying the drone (DAgger); None: the expert
     bag: bool = True
+    randomize: bool = False  # domain randomisation (sim/randomization.py), seeded by the world
+    #                          and route seeds; it replaces the camera's hfov and the altitude
     camera: CameraSpec = field(default_factory=CameraSpec)
     expert: ExpertParams = field(default_factory=ExpertParams)
 
@@ -147,17 +150,34 @@ def _ticks(rate_hz: float, physics_rate_hz: float) -> int:
     return max(1, int(round(physics_rate_hz / rate_hz)))
 
 
-def record(cfg: RecordConfig, log=print) -> dict:
+def randomized_setup(cfg: RecordConfig):
+    """(randomization, photos, camera, altitude, image effects) of a recording: the draw for
+    its seeds under --randomize, else None and the configured camera and altitude."""
+    if not cfg.randomize:
+        return None, None, cfg.camera, cfg.altitude, None
+    from .randomization import ImageRandomizer, draw_randomization, photo_pool
+    randomization = draw_randomization(cfg.world_seed * 1000 + cfg.route_seed, cfg.world_size)
+    photos = photo_pool()
+    if not photos:
+        raise WorldError("--randomize needs real photographs for textures: none found in the "
+                         "shared data folder (set DL_PERCEPTION_DATA; see docs/simulator.md)")
+    camera = CameraSpec(cfg.camera.width, cfg.camera.height, randomization.hfov_deg)
+    return randomization, photos, camera, randomization.altitude, ImageRandomizer(randomization)
+
+
+def record(cfg: RecordConfig) -> dict:
     cfg.validate()
-    sim = Simulator(cfg.world_seed, cfg.preset, cfg.camera, cfg.world_size, cfg.route,
-                    cfg.route_seed, cfg.altitude, cfg.physics_rate_hz)
+    randomization, photos, camera_spec, altitude, image_effects = randomized_setup(cfg)
+    sim = Simulator(cfg.world_seed, cfg.preset, camera_spec, cfg.world_size, cfg.route,
+                    cfg.route_seed, altitude, cfg.physics_rate_hz,
+                    randomization=randomization, photos=photos)
     expert = ExpertAutopilot(sim, cfg.expert)
     perturbation = Perturbation(cfg.perturb, cfg.world_seed * 1000 + cfg.route_seed,
                                 cfg.expert.max_yaw_rate)
     pilot = None if cfg.pilot_weights is None else DroNetPilot(
         cfg.pilot_weights, cfg.expert.cruise_speed, cfg.expert.max_yaw_rate)
-    fx, fy, cx, cy = cfg.camera.intrinsics
-    camera = Camera(cfg.camera.width, cfg.camera.height, fx, fy, cx, cy)
+    fx, fy, cx, cy = camera_spec.intrinsics
+    camera = Camera(camera_spec.width, camera_spec.height, fx, fy, cx, cy)
     if os.path.isdir(os.path.join(cfg.out, "bag")):
         shutil.rmtree(os.path.join(cfg.out, "bag"))  # rosbags refuses to overwrite a bag
     meta = {"world_seed": cfg.world_seed, "preset": cfg.preset, "route": cfg.route,
@@ -168,7 +188,9 @@ def record(cfg: RecordConfig, log=print) -> dict:
                        "collision": f"obstacle inside the corridor of half-width "
                                     f"{cfg.expert.hull_half_width + cfg.expert.label_margin:g} m"
                                     f" ahead closer than {cfg.expert.collision_distance:g} m"},
-            "expert": asdict(cfg.expert), "camera": asdict(cfg.camera)}
+            "expert": asdict(cfg.expert), "camera": asdict(camera_spec)}
+    if randomization is not None:
+        meta["randomization"] = randomization.as_meta()
     writer = SequenceWriter(cfg.out, camera, meta)
     bag = None
     if cfg.bag:
@@ -179,6 +201,7 @@ def record(cfg: RecordConfig, log=print) -> dict:
     started = time.monotonic()
     step, collisions, positives = 0, 0, 0
     command = expert.command()
+    bar = progress(total=cfg.frames, desc=f"world {cfg.world_seed}", unit="frame")
     try:
         while len(writer.rows) < cfg.frames:
             now = sim.time
@@ -189,12 +212,14 @@ def record(cfg: RecordConfig, log=print) -> dict:
                                                            cfg.expert.stop_distance)
                 else:
                     forward, yaw_rate = pilot.apply(sim, command)
-                climb = 1.0 * (cfg.altitude - sim.state.position[2])
+                climb = 1.0 * (altitude - sim.state.position[2])
                 sim.set_command(forward, 0.0, climb, yaw_rate)
                 if bag:
                     bag.write_command(now, forward, 0.0, climb, yaw_rate)
             if step % frame_every == 0:
                 rgb, depth = sim.render()
+                if image_effects is not None:
+                    rgb = image_effects(rgb)
                 if pilot is not None:
                     pilot.perceive(rgb, now)
                 position, quaternion = sim.camera_pose()
@@ -202,7 +227,8 @@ def record(cfg: RecordConfig, log=print) -> dict:
                            float(command.collision))
                 positives += command.collision
                 if bag:
-                    bag.write_camera(now, rgb, depth, cfg.camera.intrinsics)
+                    bag.write_camera(now, rgb, depth, camera_spec.intrinsics)
+                bar.update()
             touched = sim.step()
             collisions += touched
             step += 1
@@ -210,9 +236,8 @@ def record(cfg: RecordConfig, log=print) -> dict:
                 state = sim.state
                 bag.write_state(sim.time, state.position, state.yaw, state.body_velocity,
                                 state.yaw_rate, touched)
-            if len(writer.rows) and len(writer.rows) % 200 == 0 and step % frame_every == 0:
-                log(f"  {len(writer.rows)}/{cfg.frames} frames, {sim.distance:.0f} m flown")
     finally:
+        bar.close()
         if bag:
             bag.close()
         sim.close()

@@ -60,6 +60,14 @@ class Lighting:
     fog: tuple[float, float, float] | None = None  # colour; fog from 20 m to 120 m
 
 
+def camera_axes(pitch: float) -> str:
+    """MJCF xyaxes of the forward camera pitched down by `pitch` (rad): image x to the body's
+    right, image up tilted forward (the camera looks along body x at pitch 0)."""
+    if pitch == 0.0:
+        return "0 -1 0 0 0 1"
+    return f"0 -1 0 {_fmt((math.sin(pitch), 0.0, math.cos(pitch)))}"
+
+
 def lighting(preset: str, seed: int) -> Lighting:
     if preset not in PRESETS:
         raise WorldError(f"unknown preset '{preset}' (known: {', '.join(PRESETS)})")
@@ -178,51 +186,90 @@ def _texture_size(length_m: float, height_m: float, px_per_m: float) -> tuple[in
     return width, height
 
 
-def _obstacle_parts(obstacle: Obstacle, preset: str, cache_dir: str | None):
-    """(name, mesh, texture path, geom position) for each visual/collision part."""
+def _obstacle_parts(obstacle: Obstacle, preset: str, cache_dir: str | None, photo=None):
+    """(name, mesh, texture path, geom position) for each visual/collision part. `photo`:
+    (path, seed) of a real photograph whose crops replace the procedural textures."""
     seed = appearance_seed(obstacle.texture_seed, preset)
     sx, sy, sz = obstacle.size
     base = obstacle.z
+
+    def texture(kind, width, height, kind_seed, px_per_m):
+        if photo is None:
+            return textures.cached_texture(kind, width, height, kind_seed, px_per_m, cache_dir)
+        return _photo_png(photo, width, height, cache_dir)
+
+    if obstacle.shape == "ellipsoid":
+        width, height = _texture_size(2 * math.pi * sx, math.pi * sz, 64.0)
+        return [("", ellipsoid_mesh(sx, sz), texture(obstacle.texture, width, height, seed,
+                                                     width / (2 * math.pi * sx)), base + sz)]
     if obstacle.shape == "box":
         ppm = 32.0 if obstacle.kind in ("building", "wall") else 64.0
         width, height = _texture_size(2 * (sx + sy), sz, ppm)
-        texture = textures.cached_texture(obstacle.texture, width, height, seed, width /
-                                          (2 * (sx + sy)), cache_dir)
-        return [("", box_mesh(sx, sy, sz), texture, base + sz / 2)]
+        return [("", box_mesh(sx, sy, sz), texture(obstacle.texture, width, height, seed,
+                                                   width / (2 * (sx + sy))), base + sz / 2)]
     if obstacle.shape == "cylinder":
         width, height = _texture_size(2 * math.pi * sx, sz, 64.0)
-        texture = textures.cached_texture(obstacle.texture, width, height, seed,
-                                          width / (2 * math.pi * sx), cache_dir)
-        return [("", cylinder_mesh(sx, sz), texture, base + sz / 2)]
+        return [("", cylinder_mesh(sx, sz), texture(obstacle.texture, width, height, seed,
+                                                    width / (2 * math.pi * sx)), base + sz / 2)]
     trunk_radius, crown_radius, crown_half = sx, sy, sz
     trunk_height = obstacle.crown_base + crown_half
     width, height = _texture_size(2 * math.pi * trunk_radius, trunk_height, 64.0)
-    bark = textures.cached_texture("bark", width, height, seed, width /
-                                   (2 * math.pi * trunk_radius), cache_dir)
+    bark = texture("bark", width, height, seed, width / (2 * math.pi * trunk_radius))
     width, height = _texture_size(2 * math.pi * crown_radius, math.pi * crown_half, 48.0)
-    leaves = textures.cached_texture("foliage", width, height, seed + 1, 48.0, cache_dir)
+    leaves = texture("foliage", width, height, seed + 1, 48.0)
     return [("_trunk", cylinder_mesh(trunk_radius, trunk_height, 12), bark,
              base + trunk_height / 2),
             ("_crown", ellipsoid_mesh(crown_radius, crown_half), leaves,
              base + obstacle.crown_base + crown_half)]
 
 
+def _photo_png(photo, width: int, height: int, cache_dir: str | None) -> str:
+    """A width x height texture of crops of the photo (cached like every texture)."""
+    from .randomization import photo_texture
+    path, seed = photo
+    return textures.cached_png(f"photo/{width}x{height}/{seed}/{path}",
+                               lambda: photo_texture(path, width, height, seed), cache_dir)
+
+
 def build_mjcf(world: World, preset: str = "day", camera: CameraSpec | None = None,
                start: tuple[float, float, float, float] = (0.0, 0.0, 1.5, 0.0),
-               cache_dir: str | None = None, ground_pixels: int = 2048) -> str:
-    """MJCF text of the world with the drone at start = (x, y, z, yaw)."""
+               cache_dir: str | None = None, ground_pixels: int = 2048,
+               randomization=None, photos: list[str] | None = None) -> str:
+    """MJCF text of the world with the drone at start = (x, y, z, yaw). `randomization` (a
+    sim.randomization.Randomization) replaces the preset's lighting and sky, pitches the camera
+    and puts crops of the `photos` on a fraction of the surfaces (and maybe the ground)."""
     camera = camera or CameraSpec()
     camera.validate()
     light = lighting(preset, world.seed)
+    pitch = 0.0
+    photo_of = {}  # obstacle index -> (photo path, seed)
+    if randomization is not None:
+        r = randomization
+        light = Lighting(r.sun_direction, r.sun_diffuse, r.ambient, r.sky_top, r.sky_horizon,
+                         r.fog)
+        pitch = math.radians(r.pitch_deg)
+        if photos:
+            rng = np.random.default_rng((r.seed, 5))
+            for index in range(len(world.obstacles)):
+                if rng.random() < r.photo_fraction:
+                    photo_of[index] = (photos[int(rng.integers(len(photos)))],
+                                       int(rng.integers(2**31)))
     assets, bodies = [], []
 
     def rgb(values) -> str:
         return _fmt(values)
 
     ground_seed = appearance_seed(world.seed * 31 + 5, preset)
-    ground_png = textures.cached_png(
-        f"ground/{world.seed}/{world.size}/{ground_seed}/{ground_pixels}",
-        lambda: textures.ground(world, ground_pixels, ground_seed), cache_dir)
+    if randomization is not None and randomization.photo_ground and photos:
+        from .randomization import photo_mosaic
+        cells = max(2, int(world.size / 4))
+        ground_png = textures.cached_png(
+            f"photoground/{world.seed}/{world.size}/{randomization.seed}/{ground_pixels}",
+            lambda: photo_mosaic(photos, ground_pixels, cells, randomization.seed), cache_dir)
+    else:
+        ground_png = textures.cached_png(
+            f"ground/{world.seed}/{world.size}/{ground_seed}/{ground_pixels}",
+            lambda: textures.ground(world, ground_pixels, ground_seed), cache_dir)
     span = world.size + 4.0
     ground_mesh = box_mesh(span, span, 0.2)
     # the ground's top face shows the whole ground image once
@@ -232,7 +279,8 @@ def build_mjcf(world: World, preset: str = "day", camera: CameraSpec | None = No
         uv[index] = ((x + span / 2) / span, (span / 2 - y) / span)
     parts = [("ground", ground_mesh, ground_png, (0.0, 0.0, -0.1, 0.0))]
     for index, obstacle in enumerate(world.obstacles):
-        for suffix, mesh, texture, z in _obstacle_parts(obstacle, preset, cache_dir):
+        for suffix, mesh, texture, z in _obstacle_parts(obstacle, preset, cache_dir,
+                                                        photo_of.get(index)):
             parts.append((f"{obstacle.kind}{index}{suffix}", mesh, texture,
                           (obstacle.x, obstacle.y, z, obstacle.yaw)))
     for name, (vertices, normals, uv, faces), texture, (x, y, z, yaw) in parts:
@@ -270,7 +318,7 @@ def build_mjcf(world: World, preset: str = "day", camera: CameraSpec | None = No
     <body name="drone" pos="{_fmt((sx, sy, sz))}" euler="0 0 {syaw:.5f}">
       <freejoint name="drone"/>
       <geom name="drone_hull" type="box" size="{_fmt((hx, hy, hz))}" rgba="0.1 0.1 0.12 1" mass="1"/>
-      <camera name="front" pos="{CAMERA_OFFSET} 0 0" xyaxes="0 -1 0 0 0 1" fovy="{camera.fovy_deg:.6f}"/>
+      <camera name="front" pos="{CAMERA_OFFSET} 0 0" xyaxes="{camera_axes(pitch)}" fovy="{camera.fovy_deg:.6f}"/>
     </body>
   </worldbody>
 </mujoco>"""

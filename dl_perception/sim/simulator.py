@@ -68,7 +68,11 @@ class Simulator:
                  world_size: float = 64.0, route: str = "loop", route_seed: int = 0,
                  altitude: float = 1.5, physics_rate_hz: float = 60.0,
                  limits: DroneLimits | None = None, cache_dir: str | None = None,
-                 world: World | None = None):
+                 world: World | None = None, randomization=None,
+                 photos: list[str] | None = None):
+        """`randomization` (sim.randomization.Randomization): clutter objects, lighting, sky,
+        camera pitch and photo textures from `photos` (docs/simulator.md, domain
+        randomisation); None keeps the world exactly as its seed and preset make it."""
         from .renderer import load_mujoco
         mujoco = load_mujoco()
 
@@ -82,13 +86,20 @@ class Simulator:
         self.camera = camera or CameraSpec()
         self.camera.validate()
         self.world = world or generate_world(world_seed, world_size)
+        self.randomization = randomization
+        self.camera_pitch = 0.0
+        if randomization is not None:
+            from .randomization import add_clutter
+            add_clutter(self.world, randomization)
+            self.camera_pitch = math.radians(randomization.pitch_deg)
         self.preset = preset
         self.route = self.world.route(route, route_seed)
         start = self.route[0]
         heading = self.route[1] - self.route[0]
         self.start = (float(start[0]), float(start[1]), float(altitude),
                       math.atan2(heading[1], heading[0]))
-        xml = build_mjcf(self.world, preset, self.camera, self.start, cache_dir=cache_dir)
+        xml = build_mjcf(self.world, preset, self.camera, self.start, cache_dir=cache_dir,
+                         randomization=randomization, photos=photos)
         try:
             self.model = mujoco.MjModel.from_xml_string(xml)
         except ValueError as error:
@@ -202,14 +213,23 @@ class Simulator:
         c, s = math.cos(self.state.yaw), math.sin(self.state.yaw)
         rotation = np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
         position = self.state.position + rotation @ np.array([CAMERA_OFFSET, 0.0, 0.0])
+        if self.camera_pitch:  # pitched down about the body's y axis
+            cp, sp = math.cos(self.camera_pitch), math.sin(self.camera_pitch)
+            rotation = rotation @ np.array([[cp, 0.0, sp], [0.0, 1.0, 0.0], [-sp, 0.0, cp]])
         return position, matrix_to_quat(rotation @ OPTICAL_TO_BODY)
+
+    @property
+    def fog(self) -> bool:
+        if self.randomization is not None:
+            return self.randomization.fog is not None
+        return self.preset == "dusk"
 
     @property
     def renderer(self):
         if self._renderer is None:
             from .renderer import Renderer
             self._renderer = Renderer(self.model, self.camera.width, self.camera.height,
-                                      fog=self.preset == "dusk")
+                                      fog=self.fog)
         return self._renderer
 
     def render_thread(self):
@@ -217,7 +237,7 @@ class Simulator:
         if self._render_thread is None:
             from .render_thread import RenderThread
             self._render_thread = RenderThread(self.model, self.camera.width,
-                                               self.camera.height, fog=self.preset == "dusk")
+                                               self.camera.height, fog=self.fog)
         return self._render_thread
 
     def render(self) -> tuple[np.ndarray, np.ndarray]:

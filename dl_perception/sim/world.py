@@ -25,6 +25,7 @@ class WorldError(ValueError):
 class Obstacle:
     kind: str  # building, wall, barrier, crate, container, pillar, column, tree
     shape: str  # box (size = full x, y, z extents), cylinder (size = radius, radius, height),
+    #             ellipsoid (size = radius, radius, half height; --randomize clutter),
     #             tree (size = trunk radius, crown radius, crown half-height)
     x: float
     y: float

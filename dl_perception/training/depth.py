@@ -13,6 +13,7 @@
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 
@@ -20,7 +21,8 @@ import cv2
 import numpy as np
 import torch
 
-from ..datasets.depth import DepthSample, load_depth, load_rgb, read_depth_dataset, sequence_folders
+from ..datasets.depth import (DepthSample, load_rgb, load_sample_depth, read_depth_dataset,
+                              sequence_folders)
 from ..models.depth import EigenDepth, resize_image
 from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
 
@@ -44,6 +46,16 @@ class DepthTrainConfig:
     val_fraction: float = 0.1  # the last frames of every dataset folder
     frame_stride: int = 1  # use every n-th frame
     seed: int = 0
+    grey_probability: float = 0.0  # supervised images turned grey (real grey cameras)
+    # self-supervision on real images (training/depth_selfsup.py), mixed into every step
+    real_batch: int = 8  # targets per step from each real source
+    video_weight: float = 1.0  # reprojection loss on video with a learnt pose
+    video_offset: int = 2  # source frames t - offset and t + offset
+    video_focal_ratio: float = 0.8  # assumed focal length / image width of the video camera
+    posed_weight: float = 1.0  # reprojection loss on multi-view images with known cameras
+    posed_val_scenes: str = "entry-P10"  # comma-separated scenes held out for validation
+    pose_lr: float = 1e-4  # Adam rate of the pose network
+    select_on: str = "combined"  # checkpoint choice: combined (below) or simulator (abs rel)
 
 
 def scale_invariant_loss(log_prediction: torch.Tensor, target: torch.Tensor,
@@ -90,7 +102,7 @@ class DepthData:
         started = time.time()
         for index, sample in enumerate(samples):
             rgb = load_rgb(sample.image)
-            depth = load_depth(sample.depth, sample.depth_scale)
+            depth = load_sample_depth(sample)
             if depth.shape != rgb.shape[:2]:
                 depth = resize_depth(depth, rgb.shape[1], rgb.shape[0])
             view = model.view(rgb.shape[1], rgb.shape[0])
@@ -141,6 +153,8 @@ class DepthData:
         if rng is not None and cfg.color_range > 0:
             factor = rng.uniform(1 - cfg.color_range, 1 + cfg.color_range, size=3)
             rgb = np.clip(rgb * factor, 0, 255).astype(np.uint8)
+        if rng is not None and cfg.grey_probability > 0 and rng.random() < cfg.grey_probability:
+            rgb = np.repeat(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=2)
         target = depth[np.ix_(self.grid_y, self.grid_x)] / np.float32(scale)
         return np.ascontiguousarray(rgb), target
 
@@ -226,9 +240,92 @@ def _mean_log_depth(data: DepthData, indices: list[int]) -> float:
     return float(values.mean()) if values.size else 0.0
 
 
+class RealSupervision:
+    """The self-supervised part of a training step: reprojection losses on real video (learnt
+    pose) and on multi-view images with known cameras, each weighted as the config says."""
+
+    def __init__(self, model: EigenDepth, cfg: DepthTrainConfig, video_dirs, posed_dirs,
+                 device: torch.device, log=print):
+        from .depth_selfsup import PosedData, PoseNetwork, VideoData
+        self.model, self.cfg, self.device = model, cfg, device
+        self.video = VideoData(video_dirs, model, cfg.video_offset, cfg.video_focal_ratio,
+                               log=log) if video_dirs else None
+        self.posed = PosedData(posed_dirs, model, tuple(
+            s for s in cfg.posed_val_scenes.split(",") if s), log=log) if posed_dirs else None
+        self.pose_network = PoseNetwork().to(device) if self.video else None
+
+    def __bool__(self) -> bool:
+        return bool(self.video or self.posed)
+
+    def _depth(self, images: torch.Tensor, output: str) -> torch.Tensor:
+        from .depth_selfsup import upsample_depth
+        log_depth = self.model(images.to(self.device), fine=output == "log_depth")[output]
+        return upsample_depth(log_depth, self.model, self.model.config.input_size)
+
+    def _video_loss(self, targets, rng, output: str) -> dict:
+        from .depth_selfsup import pyramid_reprojection_loss
+        target, sources, K = self.video.batch(targets, rng, self.cfg.color_range)
+        target, sources, K = target.to(self.device), [s.to(self.device) for s in sources], \
+            K.to(self.device)
+        poses = [self.pose_network(target, source) for source in sources]
+        return pyramid_reprojection_loss(target, sources, self._depth(target, output), poses, K)
+
+    def _posed_loss(self, targets, rng, output: str) -> dict:
+        from .depth_selfsup import pyramid_reprojection_loss
+        target, sources, poses, K = self.posed.batch(targets, rng, self.cfg.color_range)
+        return pyramid_reprojection_loss(
+            target.to(self.device), [s.to(self.device) for s in sources],
+            self._depth(target, output), [p.to(self.device) for p in poses], K.to(self.device))
+
+    def loss(self, rng: np.random.Generator, output: str) -> tuple[torch.Tensor, dict]:
+        total, parts = 0.0, {}
+        for name, data, weight, compute in (
+                ("video", self.video, self.cfg.video_weight, self._video_loss),
+                ("posed", self.posed, self.cfg.posed_weight, self._posed_loss)):
+            if data is None or weight <= 0 or not data.train:
+                continue
+            targets = rng.choice(data.train, size=min(self.cfg.real_batch, len(data.train)),
+                                 replace=False)
+            result = compute(targets, rng, output)
+            total = total + weight * result["loss"]
+            parts[f"{name}_photometric"] = float(result["photometric"].detach())
+        return total, parts
+
+    def validation(self, output: str, limit: int = 64) -> dict:
+        """Mean photometric error on the held-out real frames (lower is better)."""
+        metrics = {}
+        with torch.inference_mode():
+            for name, data, compute in (("video", self.video, self._video_loss),
+                                        ("posed", self.posed, self._posed_loss)):
+                if data is None or not data.val:
+                    continue
+                indices = data.val[:: max(1, len(data.val) // limit)][:limit]
+                values = [float(compute(indices[i:i + 16], None, output)["photometric"])
+                          for i in range(0, len(indices), 16)]
+                metrics[f"val_{name}_photometric"] = float(np.mean(values))
+        return metrics
+
+
+def selection_score(metrics: dict, select_on: str = "combined") -> float:
+    """What the checkpoint keeps the best of: the simulator validation frames' abs rel plus
+    (`combined`) the held-out real frames' photometric error with known poses (both lower is
+    better), or (`simulator`) the abs rel alone."""
+    if select_on not in ("combined", "simulator"):
+        raise ValueError(f"unknown selection '{select_on}' (combined or simulator)")
+    posed = metrics.get("val_posed_photometric", 0.0) if select_on == "combined" else 0.0
+    return metrics.get("abs_rel", 0.0) + posed
+
+
 def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, device: torch.device,
                 fmt: str = "auto", init_weights: str | None = None,
-                stages: tuple[str, ...] = ("coarse", "fine"), log=print) -> EigenDepth:
+                stages: tuple[str, ...] = ("coarse", "fine"), log=print,
+                video_dirs: list[str] | None = None, posed_dirs: list[str] | None = None,
+                resume: bool = False) -> EigenDepth:
+    from torch import nn
+
+    from ..progress import progress
+    from .run import TrainingRun
+
     samples, sources = collect_samples(dataset_dirs, fmt, cfg.frame_stride)
     seed_everything(cfg.seed)
     if init_weights:
@@ -244,47 +341,104 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
         f"{model.config.input_size[1]}, output {model.output_width}x{model.output_height}, "
         f"device {device}")
     data = DepthData(samples, model, log=log)
+    real = RealSupervision(model, cfg, video_dirs or [], posed_dirs or [], device, log=log)
     if not init_weights:  # start the coarse output at the data's mean log depth
         mean_log = _mean_log_depth(data, train_idx)
         with torch.no_grad():
             model.coarse7.bias.fill_(mean_log)
     rng = np.random.default_rng(cfg.seed)
-    history = []
+    run = TrainingRun(out_path, resume=resume)
+    saved_epoch = 0
+    if resume and os.path.isfile(run.state_path):
+        saved_epoch = int(torch.load(run.state_path, map_location="cpu",
+                                     weights_only=True)["epoch"])
+    # what the resume state holds: the depth network and, with video, the pose network
+    trained_modules = nn.ModuleDict({"depth": model, **(
+        {"pose": real.pose_network} if real.pose_network is not None else {})})
+    info_base = {"trained_on": sources, "frames": len(samples), "train_config": asdict(cfg),
+                 "video": list(video_dirs or []), "posed": list(posed_dirs or [])}
+    history: list[dict] = []  # the checkpoint's: {"stack": name, "epoch": stage epoch, ...}
+
+    def history_of(rows) -> list[dict]:
+        return [{"stack": STACKS[int(row["stack"])], "epoch": int(row["stage_epoch"]),
+                 **{k: v for k, v in row.items() if k not in ("stack", "stage_epoch", "epoch")}}
+                for row in rows]
+    first_epoch = 0  # global epoch numbering over the stages, as the history and resume state
     for stack in stages:
         epochs = cfg.coarse_epochs if stack == "coarse" else cfg.fine_epochs
+        stage_start, first_epoch = first_epoch, first_epoch + epochs
         output = "coarse_log_depth" if stack == "coarse" else "log_depth"
         trained = [p for layer, _ in model.layer_learning_rates(stack) for p in layer.parameters()]
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         for parameter in trained:
             parameter.requires_grad_(True)
-        if stack == "fine" and "coarse" in stages:  # a fine stack fitted to an older coarse one
-            model.init_fine_passthrough()             # is stale: start at the new coarse output
+        if saved_epoch >= stage_start + epochs and epochs:
+            continue  # finished before the resume; its weights come with the later restore
+        restored = resume and saved_epoch >= stage_start and os.path.isfile(run.state_path)
+        mid_stage = restored and saved_epoch > stage_start
+        if restored and not mid_stage:  # the previous stage's end (its best epoch)
+            run.restore(trained_modules, None, None, rng)
+            history = history_of(run.rows)
+        if stack == "fine" and "coarse" in stages and not mid_stage:
+            model.init_fine_passthrough()  # a fine stack fitted to an older coarse one is stale
         optimizer = _optimizer(model, stack, cfg)
+        if real.pose_network is not None:
+            optimizer.add_param_group({"params": list(real.pose_network.parameters()),
+                                       "lr": cfg.pose_lr})
         steps_per_epoch = max(1, len(train_idx) // cfg.batch_size)
         schedule = _schedule(optimizer, cfg.lr_schedule, epochs * steps_per_epoch)
-        best = math.inf
-        if epochs and (init_weights or stack == "fine"):
-            # the stack's starting point is epoch 0: training never leaves it worse
+        done = 0
+        if mid_stage:
+            done = run.restore(trained_modules, optimizer, schedule, rng) - stage_start
+            history = history_of(run.rows)
+            log(f"{stack}: resumed after epoch {done} of {epochs}")
+        scores = [row["score"] for row in history if row["stack"] == stack and "score" in row]
+        best = min(scores) if scores else math.inf
+
+        def validate(epoch: int, loss: float | None) -> dict:
             metrics = validation_errors(model, data, val_idx or train_idx[:64], output, device)
-            log(f"{stack} epoch 0/{epochs} " + " ".join(f"val_{k} {v:.4f}" for k, v in metrics.items()))
-            best = metrics.get("abs_rel", math.inf)
-            history.append({"stack": stack, "epoch": 0, **metrics})
-            model.save(out_path, info={
-                "trained_on": sources, "frames": len(samples), "stack": stack, "epoch": 0,
-                "train_config": asdict(cfg), "validation": metrics, "history": history})
-        for epoch in range(epochs):
+            metrics.update(real.validation(output))
+            return {"stack": STACKS.index(stack), "stage_epoch": epoch,
+                    **({"loss": loss} if loss is not None else {}), **metrics,
+                    "score": selection_score(metrics, cfg.select_on)}
+
+        def keep_if_best(row: dict, epoch: int) -> float:
+            nonlocal best
+            if row["score"] <= best:  # keep the best validation epoch of each stack
+                best = row["score"]
+                model.save(out_path, info={**info_base, "stack": stack, "epoch": epoch,
+                                           "validation": {k: v for k, v in row.items()
+                                                          if k not in ("stack", "stage_epoch")},
+                                           "history": history})
+            return best
+
+        if epochs and done == 0 and (init_weights or stack == "fine"):
+            # the stack's starting point is epoch 0: training never leaves it worse
+            row = validate(0, None)
+            log(f"{stack} epoch 0/{epochs} " + _format_metrics(row))
+            history.extend(history_of([row]))
+            keep_if_best(row, 0)
+        for epoch in range(done, epochs):
             model.train()
+            if real.pose_network is not None:
+                real.pose_network.train()
             if stack == "fine":  # the coarse stack is fixed: its dropout is off
                 for layer in [*model.coarse_layers(), model.dropout]:
                     layer.eval()
-            started, losses = time.time(), []
+            started, losses, real_parts = time.time(), [], {}
             order = rng.permutation(train_idx)
-            for step in range(steps_per_epoch):  # full batches only
+            for step in progress(range(steps_per_epoch), desc=f"{stack} {epoch + 1}/{epochs}",
+                                 unit="step"):  # full batches only
                 batch = order[step * cfg.batch_size:(step + 1) * cfg.batch_size]
                 images, targets = data.batch(batch, rng, cfg)
                 log_depth = model(images.to(device), fine=stack == "fine")[output]
                 loss = scale_invariant_loss(log_depth, targets.to(device), cfg.loss_lambda)
+                if real:
+                    real_loss, parts = real.loss(rng, output)
+                    loss = loss + real_loss
+                    for key, value in parts.items():
+                        real_parts.setdefault(key, []).append(value)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -293,22 +447,59 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
             if not np.all(np.isfinite(losses)):
                 raise FloatingPointError(f"{stack} training diverged (loss {losses[-1]}); "
                                          "lower --lr-scale or --adam-lr")
-            metrics = validation_errors(model, data, val_idx or train_idx[:64], output, device)
-            history.append({"stack": stack, "epoch": epoch + 1, "loss": float(np.mean(losses)),
-                            **metrics})
-            log(f"{stack} epoch {epoch + 1}/{epochs} loss {np.mean(losses):.4f} "
-                + " ".join(f"val_{k} {v:.4f}" for k, v in metrics.items())
+            row = validate(epoch + 1, float(np.mean(losses)))
+            row.update({key: float(np.mean(values)) for key, values in real_parts.items()})
+            history.extend(history_of([row]))
+            log(f"{stack} epoch {epoch + 1}/{epochs} " + _format_metrics(row)
                 + f" ({time.time() - started:.0f} s)")
-            score = metrics.get("abs_rel", float(np.mean(losses)))
-            if score <= best:  # keep the best validation epoch of each stack
-                best = score
-                model.save(out_path, info={
-                    "trained_on": sources, "frames": len(samples), "stack": stack,
-                    "epoch": epoch + 1, "train_config": asdict(cfg), "validation": metrics,
-                    "history": history})
-        if epochs:
-            best_state = EigenDepth.from_checkpoint(out_path).state_dict()
-            model.load_state_dict(best_state)
+            keep_if_best(row, epoch + 1)
+            if epoch + 1 == epochs:  # the stage ends at its best epoch (what resume restarts at)
+                model.load_state_dict(EigenDepth.from_checkpoint(out_path).state_dict())
+            run.end_epoch(stage_start + epoch + 1, row, trained_modules, optimizer, schedule, rng)
+    run.finish()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return EigenDepth.from_checkpoint(out_path)
+
+
+STACKS = ("coarse", "fine")
+
+
+def _format_metrics(row: dict) -> str:
+    """Training values as they are, the simulator validation errors as val_<name>."""
+    simulator_validation = ("abs_rel", "delta_1", "rmse", "si_rmse_log")
+    return " ".join(f"{'val_' if k in simulator_validation else ''}{k} {v:.4f}"
+                    for k, v in row.items() if k not in ("stack", "stage_epoch"))
+
+
+def heldout_scores(weights: str, dataset_dirs: list[str], posed_dirs: list[str],
+                   device: torch.device, cfg: DepthTrainConfig | None = None,
+                   output: str = "log_depth", log=print) -> dict:
+    """A checkpoint's errors on the held-out part of training-side data, for choosing between
+    runs trained on different data: per dataset folder given, the abs rel (raw and median-
+    scaled) of its folders' validation frames (the last `val_fraction`), and the photometric
+    error on the posed images' validation scenes (true poses: real images, metric)."""
+    from ..evaluation.metrics import DepthErrorMeans
+
+    cfg = cfg or DepthTrainConfig()
+    model = EigenDepth.from_checkpoint(weights).to(device).eval()
+    scores = {}
+    for directory in dataset_dirs:
+        samples, _ = collect_samples([directory], "auto", cfg.frame_stride)
+        _, val_idx = split_by_source(samples, cfg.val_fraction)
+        data = DepthData([samples[i] for i in val_idx], model, log=log)
+        means = DepthErrorMeans()
+        with torch.inference_mode():
+            for start in range(0, len(data), 64):
+                images, targets = data.batch(range(start, min(len(data), start + 64)), None)
+                depth = torch.exp(model(images.to(device))[output]).cpu().numpy()
+                for prediction, target in zip(depth, targets.numpy()):
+                    means.add(prediction[0], target[0])
+        summary = means.summary()
+        name = os.path.basename(os.path.normpath(directory))
+        scores[f"{name}_abs_rel"] = summary["raw"]["abs_rel"]
+        scores[f"{name}_median_scaled_abs_rel"] = summary["median_scaled"]["abs_rel"]
+    if posed_dirs:
+        real = RealSupervision(model, cfg, [], posed_dirs, device, log=log)
+        scores.update(real.validation(output))
+    return scores

@@ -36,9 +36,13 @@ import torch
 import torch.nn.functional as F
 
 from ..datasets.sequence import read_sequence
+from ..datasets.strecha import Tracks, build_tracks, read_scene
+from ..paths import shared_data_dir
+from ..progress import progress
 from ..geometry import invert, project, transform_points
 from ..models.lift import LIFT, image_pyramid, sample_patches, soft_argmax
 from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
+from .run import TrainingRun
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".ppm", ".pgm", ".bmp", ".tif", ".tiff")
 
@@ -64,8 +68,11 @@ class LIFTTrainConfig:
     perspective: float = 0.0008
     sequence_max_gap: int = 8  # frames between the two views of a sequence pair
     sequence_fraction: float = 0.5  # share of pairs from sequences when both kinds are given
+    scene_fraction: float = 0.5  # share of pairs from multi-view scenes when given
+    scene_max_gap: int = 4  # views between the two of a scene pair (capture order)
+    images_per_folder: int = 300  # evenly spaced images of a large folder (video frames)
     keypoints_per_pair: int = 256
-    min_sigma: float = 1.6
+    min_sigma: float = 1.0  # the run-time detector's smallest keypoints (level 0.5, sigma 2)
     max_sigma: float = 12.0
     detector_offset: float = 8.0  # random shift of detector patches (detector-frame pixels)
     validation_pairs: int = 8
@@ -84,14 +91,35 @@ class Pair:
     image_b: np.ndarray
     correspond: object  # (N x 2 points of A) -> (N x 2 points of B, N valid flags)
     source: str
+    points: "PairPoints | None" = None  # known correspondences (multi-view scenes)
 
 
-def list_images(folders: list[str]) -> list[str]:
+# The real images LIFT is validated on (docs/lift.md): never training data.
+VALIDATION_DATA = ("homography", "churchill_homography", os.path.join("strecha_mvs", "fountain-P11"))
+
+
+def refuse_validation_data(folder: str) -> None:
+    real = os.path.realpath(folder)
+    for name in VALIDATION_DATA:
+        reserved = os.path.realpath(os.path.join(shared_data_dir(), name))
+        if real == reserved or real.startswith(reserved + os.sep) or reserved.startswith(real + os.sep):
+            raise TrainingDataError(f"{folder} holds LIFT validation data ({name}); it is never "
+                                    "used for training")
+
+
+def list_images(folders: list[str], per_folder: int | None = None) -> list[str]:
+    """Images under each folder; with `per_folder`, at most that many of each, evenly spaced
+    (consecutive video frames add little)."""
     paths = []
     for folder in folders:
+        found = []
         for root, _, files in os.walk(folder):
-            paths += [os.path.join(root, f) for f in sorted(files)
+            found += [os.path.join(root, f) for f in sorted(files)
                       if f.lower().endswith(IMAGE_EXTENSIONS)]
+        found.sort()
+        if per_folder and len(found) > per_folder:
+            found = [found[i] for i in np.linspace(0, len(found) - 1, per_folder).round().astype(int)]
+        paths += found
     return sorted(paths)
 
 
@@ -221,19 +249,120 @@ def sequence_pair(sequence, index_a: int, index_b: int, cfg: LIFTTrainConfig,
                 f"sequence:{os.path.basename(sequence.root)}:{index_a}-{index_b}")
 
 
+class SceneSet:
+    """Multi-view scenes (dl_perception/datasets/strecha.py) with their tracks: pairs of real
+    views of the same 3D points. A pair is two crops at the training size, at one random
+    resolution (0.5-1x) of both views: a random crop of view A and the crop of view B around
+    the same tracks."""
+
+    def __init__(self, folders: list[str], track_cache: str | None, log=print):
+        self.scenes = []
+        for folder in folders:
+            views = read_scene(folder)
+            name = os.path.basename(os.path.normpath(folder))
+            path = os.path.join(track_cache, f"{name}.npz") if track_cache else None
+            if path and os.path.isfile(path):
+                tracks = Tracks.load(path)
+            else:
+                log(f"{name}: building tracks (SIFT matches, epipolar check, triangulation)")
+                tracks = build_tracks(views, log=log)
+                if path:
+                    os.makedirs(track_cache, exist_ok=True)
+                    tracks.save(path)
+            self.scenes.append((name, views, tracks))
+        self._images: dict[str, np.ndarray] = {}
+
+    def image(self, path: str) -> np.ndarray:
+        if path not in self._images:
+            gray = cv2.imread(path, cv2.IMREAD_GRAYSCALE)
+            if gray is None:
+                raise TrainingDataError(f"cannot read image {path}")
+            self._images[path] = gray.astype(np.float32) / 255.0
+        return self._images[path]
+
+    def pair(self, rng: np.random.Generator, cfg: LIFTTrainConfig) -> Pair | None:
+        name, views, tracks = self.scenes[rng.integers(len(self.scenes))]
+        a = int(rng.integers(len(views)))
+        b = int(np.clip(a + rng.choice([-1, 1]) * rng.integers(1, cfg.scene_max_gap + 1),
+                        0, len(views) - 1))
+        if a == b:
+            return None
+        index_a, index_b = tracks.pair(a, b)
+        if len(index_a) < 16:
+            return None
+        width, height = cfg.image_size
+        full_a, full_b = self.image(views[a].path), self.image(views[b].path)
+        resolution = rng.uniform(max(width / full_a.shape[1], height / full_a.shape[0]), 1.0)
+
+        def resample(image):
+            size = (int(round(image.shape[1] * resolution)), int(round(image.shape[0] * resolution)))
+            return cv2.resize(_blur_for(image, 1 / resolution), size, interpolation=cv2.INTER_AREA)
+        small_a, small_b = resample(full_a), resample(full_b)
+        xy_a = (tracks.xy[index_a] + 0.5) * resolution - 0.5
+        xy_b = (tracks.xy[index_b] + 0.5) * resolution - 0.5
+
+        def window(shape, centre):
+            x0 = int(np.clip(round(centre[0] - width / 2), 0, shape[1] - width))
+            y0 = int(np.clip(round(centre[1] - height / 2), 0, shape[0] - height))
+            return x0, y0
+        xa, ya = window(small_a.shape, rng.choice(xy_a))
+        in_a = ((xy_a[:, 0] >= xa) & (xy_a[:, 0] < xa + width) & (xy_a[:, 1] >= ya)
+                & (xy_a[:, 1] < ya + height))
+        if in_a.sum() < 16:
+            return None
+        xb, yb = window(small_b.shape, np.median(xy_b[in_a], axis=0))
+        points_a, points_b = xy_a - (xa, ya), xy_b - (xb, yb)
+        sigma_a = tracks.sigma[index_a] * resolution
+        sigma_b = tracks.sigma[index_b] * resolution
+        margin = 4.0
+        keep = (_inside(points_a, width, height, margin) & _inside(points_b, width, height, margin)
+                & (sigma_a >= cfg.min_sigma) & (sigma_a <= cfg.max_sigma)
+                & (sigma_b >= cfg.min_sigma * 0.5) & (sigma_b <= cfg.max_sigma * 2))
+        keep = np.nonzero(keep)[0]
+        if len(keep) < 16:
+            return None
+        keep = rng.permutation(keep)[: cfg.keypoints_per_pair]
+        image_a = small_a[ya:ya + height, xa:xa + width]
+        image_b = small_b[yb:yb + height, xb:xb + width]
+        negatives, negative_sigma = non_feature_points(image_a, cfg, rng)
+        rotation = tracks.angle[index_b] - tracks.angle[index_a]
+        points = PairPoints(points_a[keep], sigma_a[keep], points_b[keep], sigma_b[keep],
+                            rotation[keep], negatives, negative_sigma)
+        return Pair(_photometric(image_a, rng), _photometric(image_b, rng), None,
+                    f"scene:{name}:{views[a].name}-{views[b].name}", points)
+
+
+def _inside(points: np.ndarray, width: int, height: int, margin: float) -> np.ndarray:
+    return ((points[:, 0] > margin) & (points[:, 0] < width - 1 - margin)
+            & (points[:, 1] > margin) & (points[:, 1] < height - 1 - margin))
+
+
 class PairSource:
-    """Random pairs from image folders (homographies) and sequence folders (depth + poses)."""
+    """Random pairs from image folders (homographies), sequence folders (depth + poses) and
+    multi-view scenes (tracks of real 3D points)."""
 
     def __init__(self, image_folders: list[str], sequence_folders: list[str],
-                 cfg: LIFTTrainConfig, rng: np.random.Generator):
-        for folder in image_folders + sequence_folders:
+                 cfg: LIFTTrainConfig, rng: np.random.Generator, scene_folders: list[str] = (),
+                 track_cache: str | None = None, log=print):
+        for folder in [*image_folders, *sequence_folders, *scene_folders]:
             if not os.path.isdir(folder):
                 raise TrainingDataError(f"not a folder: {folder}")
             refuse_evaluation_worlds(folder)
+            refuse_validation_data(folder)
         self.cfg, self.rng = cfg, rng
-        self.images = list_images(image_folders)
+        width, height = cfg.image_size
+        listed = list_images(image_folders, cfg.images_per_folder)
+        self.images = []
+        for path in listed:  # smaller than half the training size: too blurry once enlarged
+            shape = cv2.imread(path, cv2.IMREAD_GRAYSCALE).shape
+            if shape[0] >= height // 2 and shape[1] >= width // 2:
+                self.images.append(path)
+        if len(self.images) < len(listed):
+            log(f"{len(listed) - len(self.images)} of {len(listed)} images are smaller than half "
+                f"the training size ({width // 2}x{height // 2}) and are not used")
         if image_folders and not self.images:
-            raise TrainingDataError(f"no images in {', '.join(image_folders)}")
+            raise TrainingDataError(f"no usable images in {', '.join(image_folders)}")
+        self.scenes = SceneSet(list(scene_folders), track_cache, log) if scene_folders else None
         self.sequences = []
         for folder in sequence_folders:
             sequence = read_sequence(folder)
@@ -242,8 +371,8 @@ class PairSource:
             if len(usable) < 2:
                 raise TrainingDataError(f"{folder}: needs frames with depth and poses")
             self.sequences.append(sequence)
-        if not self.images and not self.sequences:
-            raise TrainingDataError("give at least one image folder or sequence folder")
+        if not self.images and not self.sequences and not self.scenes:
+            raise TrainingDataError("give at least one image, sequence or scene folder")
         self._cache: dict[str, np.ndarray] = {}
 
     def _source_image(self, path: str) -> np.ndarray:
@@ -258,6 +387,13 @@ class PairSource:
         return self._cache[path]
 
     def next_pair(self) -> Pair:
+        if self.scenes and (not (self.images or self.sequences)
+                            or self.rng.random() < self.cfg.scene_fraction):
+            for _ in range(100):
+                pair = self.scenes.pair(self.rng, self.cfg)
+                if pair is not None:
+                    return pair
+            raise TrainingDataError("the scenes hold too few tracks seen in two views")
         use_sequence = self.sequences and (not self.images or
                                            self.rng.random() < self.cfg.sequence_fraction)
         if use_sequence:
@@ -339,17 +475,30 @@ def pair_points(pair: Pair, cfg: LIFTTrainConfig, rng: np.random.Generator) -> P
     valid &= (sigma_b >= cfg.min_sigma * 0.5) & (sigma_b <= cfg.max_sigma * 2)
     order = np.argsort(-strength[valid])[: cfg.keypoints_per_pair]
     index = np.nonzero(valid)[0][order]
-    # non-features: random places at least 2 sigma_max from every SIFT response
+    negatives, negative_sigma = _far_from(all_points, width, height, cfg, rng)
+    return PairPoints(points[index], sigmas[index], mapped[index], sigma_b[index],
+                      rotation[index], negatives, negative_sigma)
+
+
+def _far_from(responses: np.ndarray, width: int, height: int, cfg: LIFTTrainConfig,
+              rng: np.random.Generator):
+    """Non-features: random places well away from every SIFT response, random scales."""
+    margin = 4.0
     candidates = rng.uniform([margin, margin], [width - 1 - margin, height - 1 - margin],
                              size=(4 * cfg.keypoints_per_pair, 2))
-    if len(all_points):
-        distance = np.min(np.linalg.norm(candidates[:, None] - all_points[None], axis=2), axis=1)
+    if len(responses):
+        distance = np.min(np.linalg.norm(candidates[:, None] - responses[None], axis=2), axis=1)
         candidates = candidates[distance > 2 * cfg.min_sigma + 4]
     negatives = candidates[: cfg.keypoints_per_pair]
     negative_sigma = np.exp(rng.uniform(math.log(cfg.min_sigma), math.log(cfg.max_sigma),
                                         len(negatives)))
-    return PairPoints(points[index], sigmas[index], mapped[index], sigma_b[index],
-                      rotation[index], negatives, negative_sigma)
+    return negatives, negative_sigma
+
+
+def non_feature_points(image: np.ndarray, cfg: LIFTTrainConfig, rng: np.random.Generator):
+    gray = np.clip(image * 255.0, 0, 255).astype(np.uint8)
+    responses = np.array([k.pt for k in _sift().detect(gray, None)], np.float64).reshape(-1, 2)
+    return _far_from(responses, image.shape[1], image.shape[0], cfg, rng)
 
 
 class PairBank:
@@ -371,7 +520,7 @@ class PairBank:
     def _add(self, slot: int) -> None:
         for _ in range(50):
             pair = self.source.next_pair()
-            points = pair_points(pair, self.cfg, self.rng)
+            points = pair.points if pair.points is not None else pair_points(pair, self.cfg, self.rng)
             if len(points.points_a) >= 16 and len(points.negatives) >= 4:
                 break
         else:
@@ -429,10 +578,11 @@ class PairBank:
 
 def descriptor_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float,
                     same: torch.Tensor | None = None) -> tuple[torch.Tensor, dict]:
-    """Corresponding descriptors close (their distance), non-corresponding ones at least
-    `margin` apart (hinge), with the hardest non-corresponding descriptor of the batch for each
-    anchor and each positive (Simo-Serra et al.'s mining, LIFT's descriptor loss). `same` marks
-    pairs of rows that must not serve as negatives (the same physical point)."""
+    """Each corresponding pair at least `margin` closer than the hardest non-corresponding
+    descriptor of the batch for its anchor or its positive (hard negative mining as in LIFT /
+    Simo-Serra et al., in the triplet form of HardNet, Mishchuk et al. 2017, which learns more
+    from a batch than separate positive and negative hinges). `same` marks pairs of rows that
+    must not serve as negatives (the same physical point)."""
     distance = torch.cdist(anchor, positive)
     positive_distance = distance.diagonal()
     blocked = torch.eye(len(anchor), dtype=torch.bool, device=anchor.device)
@@ -441,7 +591,7 @@ def descriptor_loss(anchor: torch.Tensor, positive: torch.Tensor, margin: float,
     masked = distance.masked_fill(blocked, float("inf"))
     hardest = torch.minimum(masked.min(dim=1).values, masked.min(dim=0).values)
     hardest = torch.where(torch.isfinite(hardest), hardest, torch.full_like(hardest, margin))
-    loss = positive_distance.mean() + F.relu(margin - hardest).mean()
+    loss = F.relu(margin + positive_distance - hardest).mean()
     return loss, {"positive": positive_distance.mean().item(), "negative": hardest.mean().item()}
 
 
@@ -551,16 +701,17 @@ def detector_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig
     relative_2 = _rotate(found_2 + offset_2, -batch["rotation"])
     overlap = overlap_loss(relative_1, relative_2, 2 * config.detector_sigma)
     classification = classification_loss([score_1, score_2, score_3], score_4)
-    # end to end: describe the patches at the detected keypoints
-    point_1 = centre_1 + found_1 * (batch["sigma_a"] / config.detector_sigma)[:, None]
-    point_2 = centre_2 + found_2 * (batch["sigma_b"] / config.detector_sigma)[:, None]
-    angle_1 = model.orient(bank.pyramid_a, point_1, batch["sigma_a"], batch["pair"])
-    angle_2 = model.orient(bank.pyramid_b, point_2, batch["sigma_b"], batch["pair"])
-    d1 = model.describe(bank.pyramid_a, point_1, batch["sigma_a"], angle_1, batch["pair"])
-    d2 = model.describe(bank.pyramid_b, point_2, batch["sigma_b"], angle_2, batch["pair"])
-    pair = (d1 - d2).norm(dim=1).mean()
-    loss = (cfg.alpha_classification * classification + cfg.alpha_overlap * overlap
-            + cfg.alpha_pair * pair)
+    loss = cfg.alpha_classification * classification + cfg.alpha_overlap * overlap
+    pair = torch.zeros(())
+    if cfg.alpha_pair > 0:  # end to end: describe the patches at the detected keypoints
+        point_1 = centre_1 + found_1 * (batch["sigma_a"] / config.detector_sigma)[:, None]
+        point_2 = centre_2 + found_2 * (batch["sigma_b"] / config.detector_sigma)[:, None]
+        angle_1 = model.orient(bank.pyramid_a, point_1, batch["sigma_a"], batch["pair"])
+        angle_2 = model.orient(bank.pyramid_b, point_2, batch["sigma_b"], batch["pair"])
+        d1 = model.describe(bank.pyramid_a, point_1, batch["sigma_a"], angle_1, batch["pair"])
+        d2 = model.describe(bank.pyramid_b, point_2, batch["sigma_b"], angle_2, batch["pair"])
+        pair = (d1 - d2).norm(dim=1).mean()
+        loss = loss + cfg.alpha_pair * pair
     disagreement = (relative_1 - relative_2).norm(dim=1).mean().item()
     return loss, {"classification": classification.item(), "overlap": overlap.item(),
                   "pair": pair.item(), "disagreement_px": disagreement,
@@ -570,7 +721,7 @@ def detector_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig
 # ---------------------------------------------------------------------------------------------
 # validation and the driver
 
-def validate(model: LIFT, bank: PairBank, cfg: LIFTTrainConfig, samples: int = 256) -> dict:
+def validate(model: LIFT, bank: PairBank, cfg: LIFTTrainConfig, samples: int = 512) -> dict:
     """Descriptor nearest-neighbour accuracy on held-out pairs, with upright patches oriented by
     the model (as at run time) and with the known rotation, plus the detector's agreement."""
     model.eval()
@@ -601,7 +752,11 @@ def validate(model: LIFT, bank: PairBank, cfg: LIFTTrainConfig, samples: int = 2
 
 
 def _train_stage(name: str, steps: int, module: torch.nn.Module, step_fn, model: LIFT,
-                 bank: PairBank, val_bank: PairBank, cfg: LIFTTrainConfig, log) -> dict:
+                 bank: PairBank, val_bank: PairBank, cfg: LIFTTrainConfig, log, out_path: str,
+                 resume: bool) -> dict:
+    """Train one network with the others fixed. Every `validate_every` steps is a chunk: the
+    validation metrics go to <out>.<stage>.history.csv and the state to resume from to
+    <out>.<stage>.resume.pt (TrainingRun), so an interrupted run goes on with --resume."""
     if steps <= 0:
         return {}
     for parameter in model.parameters():
@@ -610,28 +765,41 @@ def _train_stage(name: str, steps: int, module: torch.nn.Module, step_fn, model:
         parameter.requires_grad_(True)
     optimizer = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, cfg.learning_rate / 20)
+    run = TrainingRun(f"{out_path}.{name}", resume=resume)
+    chunk = max(1, min(cfg.validate_every, steps))
+    chunks = math.ceil(steps / chunk)
+    finished = run.restore(model, optimizer, scheduler, bank.rng)
+    if finished:
+        log(f"{name}: resuming after step {min(finished * chunk, steps)}")
     started, running = time.time(), {}
-    metrics = {}
-    for step in range(1, steps + 1):
-        model.train()
-        batch = bank.sample(cfg.batch_size)
-        loss, terms = step_fn(model, bank, batch, cfg)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"{name} loss is not finite at step {step}: {terms}")
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
-        optimizer.step()
-        scheduler.step()
-        for key, value in {"loss": loss.item(), **terms}.items():
-            running[key] = 0.95 * running.get(key, value) + 0.05 * value
-        if step % cfg.refresh_every == 0:
-            bank.refresh(max(1, len(bank.points) // 8))
-        if step % cfg.validate_every == 0 or step == steps:
+    metrics = dict(run.rows[-1]) if run.rows else {}
+    with progress(total=steps, desc=name, unit="step") as bar:
+        bar.update(min(finished * chunk, steps))
+        for index in range(finished, chunks):
+            for step in range(index * chunk + 1, min((index + 1) * chunk, steps) + 1):
+                model.train()
+                batch = bank.sample(cfg.batch_size)
+                loss, terms = step_fn(model, bank, batch, cfg)
+                if not torch.isfinite(loss):
+                    raise FloatingPointError(f"{name} loss is not finite at step {step}: {terms}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+                optimizer.step()
+                scheduler.step()
+                for key, value in {"loss": loss.item(), **terms}.items():
+                    running[key] = 0.95 * running.get(key, value) + 0.05 * value
+                if step % cfg.refresh_every == 0:
+                    bank.refresh(max(1, len(bank.points) // 8))
+                bar.update(1)
             metrics = validate(model, val_bank, cfg)
             log(f"{name} {step}/{steps} " + " ".join(f"{k} {v:.3f}" for k, v in running.items())
                 + " | val " + " ".join(f"{k} {v:.3f}" for k, v in metrics.items())
                 + f" ({time.time() - started:.0f} s)")
+            run.end_epoch(index + 1, {**{f"train_{k}": v for k, v in running.items()},
+                                      **{f"val_{k}": v for k, v in metrics.items()}},
+                          model, optimizer, scheduler, bank.rng)
+    run.finish()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
     return {"steps": steps, "train": running, "validation": metrics}
@@ -642,7 +810,8 @@ STAGES = ("descriptor", "orientation", "detector")
 
 def train_lift(image_folders: list[str], sequence_folders: list[str], out_path: str,
                cfg: LIFTTrainConfig, device: torch.device, init_weights: str | None = None,
-               stages: tuple[str, ...] = STAGES, log=print) -> LIFT:
+               stages: tuple[str, ...] = STAGES, log=print, scene_folders: list[str] = (),
+               track_cache: str | None = None, resume: bool = False) -> LIFT:
     seed_everything(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     model = LIFT.from_checkpoint(init_weights) if init_weights else LIFT(LIFT.make_config(cfg.preset))
@@ -652,10 +821,10 @@ def train_lift(image_folders: list[str], sequence_folders: list[str], out_path: 
                   model.detector_patch / model.config.detector_sigma * cfg.max_sigma * 2
                   / model.detector_patch)
     levels = int(math.floor(math.log2(max(largest, 1.0)))) + 1
-    source = PairSource(image_folders, sequence_folders, cfg, rng)
+    source = PairSource(image_folders, sequence_folders, cfg, rng, scene_folders, track_cache, log)
     log(f"lift ({cfg.preset}): {len(source.images)} images, {len(source.sequences)} sequences, "
-        f"device {device}; building {cfg.pairs_in_memory} training and "
-        f"{cfg.validation_pairs} validation pairs")
+        f"{len(scene_folders)} multi-view scenes, device {device}; building "
+        f"{cfg.pairs_in_memory} training and {cfg.validation_pairs} validation pairs")
     val_bank = PairBank(source, cfg.validation_pairs, cfg, np.random.default_rng(cfg.seed + 1),
                         device, levels)
     bank = PairBank(source, cfg.pairs_in_memory, cfg, rng, device, levels)
@@ -667,11 +836,12 @@ def train_lift(image_folders: list[str], sequence_folders: list[str], out_path: 
         if stage in stages:
             steps, module, step_fn = plan[stage]
             report[stage] = _train_stage(stage, steps, module, step_fn, model, bank, val_bank,
-                                         cfg, log)
+                                         cfg, log, out_path, resume)
             # saved after every stage, so a later run can go on from here (--init, --stages)
             model.eval()
             model.save(out_path, info={"trained_on": {"images": image_folders,
-                                                      "sequences": sequence_folders},
+                                                      "sequences": sequence_folders,
+                                                      "scenes": list(scene_folders)},
                                        "train_config": asdict(cfg), "stages": report,
                                        "init": init_weights or ""})
             log(f"wrote {out_path} after the {stage} stage")

@@ -1,26 +1,23 @@
-"""launch_testing: launch/replay.launch.py on a ROS 2 install (launch_testing is not on PyPI;
-test_bags_replay.py runs the same player through `dl-perception replay` everywhere and checks
-the launch arguments map onto its command line)."""
+"""launch_testing: launch/replay.launch.py plays a bag with its launch arguments (delay, remap),
+and `dl-perception replay` ends with status 0 on launch's shutdown SIGINT. Run by
+test/test_launch_files.py."""
 import os
 import tempfile
 import time
 import unittest
 
+import launch
+import launch_testing.actions
+import launch_testing.asserts
 import pytest
+import rclpy
+from launch.launch_description_sources import PythonLaunchDescriptionSource
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from std_msgs.msg import Float32
 
-launch_testing = pytest.importorskip(
-    "launch_testing", reason="launch_testing comes with a ROS 2 install, not from PyPI")
-import launch  # noqa: E402
-import launch_testing.actions  # noqa: E402
-import launch_testing.asserts  # noqa: E402
-import rclpy  # noqa: E402
-from launch.launch_description_sources import PythonLaunchDescriptionSource  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from std_msgs.msg import Float32  # noqa: E402
-
-from dl_perception import rosmsg  # noqa: E402
-from dl_perception.bags import BagWriter  # noqa: E402
-from dl_perception.paths import REPO_DIR  # noqa: E402
+from dl_perception import rosmsg
+from dl_perception.bags import BagWriter
+from dl_perception.paths import REPO_DIR
 
 
 @pytest.mark.launch_test
