@@ -17,11 +17,14 @@ ROS_PACKAGES = {"rclpy", "rosidl_runtime_py", "sensor_msgs", "std_msgs", "geomet
                 "nav_msgs", "diagnostic_msgs", "std_srvs", "tf2_ros", "tf2_msgs",
                 "rcl_interfaces", "builtin_interfaces", "visualization_msgs", "launch",
                 "launch_ros"}
-# every cycle (a strongly connected set of modules) in main on 2026-12-07
+# every cycle (a strongly connected set of modules) in main on 2026-12-07, after the merges of
+# ros (entry.py's stop-signal state joined launcher <-> stack_node) and netvlad (place_sets)
 KNOWN_CYCLES = [
     {"dl_perception.evaluation.dronet", "dl_perception.training.dronet"},
     {"dl_perception.evaluation.posenet", "dl_perception.training.posenet"},
-    {"dl_perception.ros.launcher", "dl_perception.ros.stack_node"},
+    {"dl_perception.ros.entry", "dl_perception.ros.launcher", "dl_perception.ros.node_base",
+     "dl_perception.ros.spinning", "dl_perception.ros.stack_node"},
+    {"dl_perception.datasets.places", "dl_perception.datasets.place_sets"},
 ]
 # rclpy code outside ros/ (phase B moves it there: demo.py to ros/demo.py, the `node` verbs'
 # rclpy Parameter building to ros/)

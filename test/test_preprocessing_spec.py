@@ -108,3 +108,38 @@ def test_shipped_checkpoints_prose_agrees_with_their_spec(name):
     flipped = {**stored, "color": "rgb" if stored["color"] == "gray" else "gray"}
     assert preprocessing_mismatch(flipped, spec) == ["color: 'rgb' vs 'gray'" if spec.color == "gray"
                                                      else "color: 'gray' vs 'rgb'"]
+
+
+def test_network_input_stage_luma_and_standardisation(real_frames):
+    """NetVLAD's cpu preset (grey backbone, each image standardised) stated by the spec and run
+    by its NetworkInput: luma as OpenCV's RGB2GRAY, zero mean and unit spread per image, a flat
+    image flat; a stored spec or legacy prose with another input stage is named on load."""
+    spec = preprocessing_spec(models.create("netvlad"))
+    assert (spec.channels, spec.normalize, spec.mean) == ("luma", "image", None)
+    rgb = to_rgb8(real_frames[0].pixels, real_frames[0].encoding)
+    batch = spec.host(DecodedImage(rgb, "rgb8"))
+    luma = PreprocessSpec(color="rgb", channels="luma").network_input()(batch)
+    opencv = cv2.cvtColor(np.ascontiguousarray((batch[0].permute(1, 2, 0) * 255).round()
+                                               .byte().numpy()), cv2.COLOR_RGB2GRAY)
+    assert luma.shape == (1, 1, 96, 128)
+    assert float((luma[0, 0] * 255 - torch.from_numpy(opencv).float()).abs().max()) <= 1.0
+    standardised = spec.network_input()(torch.cat([batch, 0.8 * batch + 0.1]))
+    # gain and offset go (up to the epsilon that keeps a flat image flat)
+    assert float((standardised[0] - standardised[1]).abs().max()) < 0.05 * float(
+        standardised[0].abs().max())
+    assert abs(float(standardised.mean())) < 1e-4 and 0.85 < float(standardised.std()) < 1.0
+    assert float(spec.network_input()(torch.full((1, 3, 8, 8), 0.7)).abs().max()) < 1e-4
+    fixed = preprocessing_spec(models.create("netvlad", preset="paper"))
+    assert (fixed.channels, fixed.normalize, len(fixed.mean)) == ("as_is", "fixed", 3)
+    assert preprocessing_mismatch(spec.to_metadata(), fixed)[-4:] == [
+        "channels: 'luma' vs 'as_is'", "normalize: 'image' vs 'fixed'",
+        f"mean: None vs {fixed.mean!r}", f"std: None vs {fixed.std!r}"]
+    prose = {"color": "grey (BT.601 luma of rgb)", "resize_to_wh": [128, 96],
+             "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    assert preprocessing_mismatch(prose, spec) == [
+        "normalize: 'fixed' vs 'image'", "mean: (0.5, 0.5, 0.5) vs None",
+        "std: (0.25, 0.25, 0.25) vs None"]
+    missing = {k: v for k, v in spec.to_metadata().items() if k != "normalize"}
+    assert "missing fields ['normalize']" in preprocessing_mismatch(missing, spec)[0]
+    with pytest.raises(ValueError, match="luma' needs color 'rgb'.*go together"):
+        PreprocessSpec(color="gray", channels="luma", normalize="fixed")

@@ -11,11 +11,19 @@ The steps, in order:
 3. crop: `crop` (width, height) out of the resized image, columns centred, rows centred or at
    the bottom (`crop_rows`).
 4. scale to [0, 1] (1/255 for 8 bits, 1/65535 for 16 bits, float kept), float32 N x C x H x W.
+Those four make the batch `host` and `device` return (what every model's `forward` takes). The
+network's own input stage follows, first thing inside `forward` (`NetworkInput`, one module for
+every network that uses it; its constants follow the model's dtype and device):
+5. channels: "as_is", or "luma" (ITU-R BT.601 luma of the RGB batch, one channel).
+6. normalize: "none"; "fixed" (minus `mean`, divided by `std`, per channel; their averages for a
+   luma channel); "image" (each image minus its own mean, divided by its own standard deviation
+   + IMAGE_STD_EPSILON, so a flat image stays flat instead of becoming amplified noise).
 
 Interpolation: "linear" (OpenCV INTER_LINEAR), "area" (INTER_AREA, also when enlarging), or
 "area_or_linear" (area when the resized image has fewer pixels, bilinear when more).
-Normalisation by a mean and standard deviation stays inside the networks (it is part of their
-weights' meaning and of their config, which the checkpoint loader checks on its own).
+Steps 5-6 are part of the weights' meaning; they are data here so that a checkpoint's stored spec
+states them and is compared with the model's (NetVLAD's cpu preset: luma + per-image
+standardisation; depth and PoseNet: fixed mean/std, still applied by their own `forward`).
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
+from torch import nn
 
 from .. import tensor_preprocess as tp
 from ..checkpoint import CheckpointError
@@ -35,6 +44,10 @@ COLORS = ("gray", "rgb")
 RESIZES = ("none", "fixed", "cover")
 INTERPOLATIONS = ("linear", "area", "area_or_linear")
 CROP_ROWS = ("centre", "bottom")
+CHANNELS = ("as_is", "luma")
+NORMALIZATIONS = ("none", "fixed", "image")
+LUMA_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601, as OpenCV's RGB2GRAY
+IMAGE_STD_EPSILON = 1e-2
 _CV_INTERPOLATION = {"linear": cv2.INTER_LINEAR, "area": cv2.INTER_AREA}
 
 
@@ -47,17 +60,37 @@ class PreprocessSpec:
     interpolation: str = "linear"
     crop: tuple[int, int] | None = None  # (width, height); None = the whole resized image
     crop_rows: str = "centre"
+    channels: str = "as_is"  # the network's input stage (NetworkInput)
+    normalize: str = "none"
+    mean: tuple[float, ...] | None = None  # normalize "fixed": per channel of the batch
+    std: tuple[float, ...] | None = None
 
     def __post_init__(self):
         def pair(value):
             return None if value is None else (int(value[0]), int(value[1]))
+
+        def floats(value):
+            return None if value is None else tuple(float(v) for v in value)
         object.__setattr__(self, "size", pair(self.size))
         object.__setattr__(self, "crop", pair(self.crop))
         object.__setattr__(self, "view", float(self.view))
+        object.__setattr__(self, "mean", floats(self.mean))
+        object.__setattr__(self, "std", floats(self.std))
         problems = [f"{name} '{value}' is not one of {allowed}" for name, value, allowed in (
             ("color", self.color, COLORS), ("resize", self.resize, RESIZES),
             ("interpolation", self.interpolation, INTERPOLATIONS),
-            ("crop_rows", self.crop_rows, CROP_ROWS)) if value not in allowed]
+            ("crop_rows", self.crop_rows, CROP_ROWS), ("channels", self.channels, CHANNELS),
+            ("normalize", self.normalize, NORMALIZATIONS)) if value not in allowed]
+        if self.channels == "luma" and self.color != "rgb":
+            problems.append("channels 'luma' needs color 'rgb'")
+        if (self.normalize == "fixed") != (self.mean is not None and self.std is not None):
+            problems.append("normalize 'fixed' and a mean and std go together")
+        if self.normalize == "fixed" and self.mean is not None and self.std is not None:
+            if len(self.mean) != len(self.std) or len(self.mean) != (1 if self.color == "gray" else 3):
+                problems.append(f"mean {self.mean} and std {self.std} need one value per "
+                                f"{self.color} channel")
+            if min(self.std) <= 0:
+                problems.append(f"std {self.std} is not positive")
         if self.resize != "none" and self.size is None:
             problems.append(f"resize '{self.resize}' needs a size")
         if self.resize == "cover" and self.crop is None:
@@ -134,12 +167,16 @@ class PreprocessSpec:
         pixels = tp.resize(pixels, resized_w, resized_h, self._interpolation(width, height))
         return tp.crop(pixels, *self.crop_box(width, height)) / 255.0
 
+    def network_input(self) -> "NetworkInput":
+        """Steps 5-6 as a module for the model to run first in its `forward`."""
+        return NetworkInput(self)
+
     # --- checkpoints ------------------------------------------------------------------------
     def to_metadata(self) -> dict:
         """What a checkpoint stores (JSON): the spec's fields and its version."""
         fields = dataclasses.asdict(self)
-        fields.update(size=list(self.size) if self.size else None,
-                      crop=list(self.crop) if self.crop else None)
+        fields.update({name: list(getattr(self, name)) if getattr(self, name) else None
+                       for name in ("size", "crop", "mean", "std")})
         return {"spec_version": SPEC_VERSION, **fields}
 
     @classmethod
@@ -152,6 +189,9 @@ class PreprocessSpec:
         unknown = sorted(set(metadata) - names - {"spec_version"})
         if unknown:
             raise ValueError(f"preprocessing spec: unknown fields {unknown}")
+        missing = sorted(names - set(metadata))
+        if missing:  # a default would hide what the checkpoint does not say
+            raise ValueError(f"preprocessing spec: missing fields {missing}")
         return cls(**{k: v for k, v in metadata.items() if k in names})
 
     def differences(self, other: "PreprocessSpec") -> list[str]:
@@ -160,13 +200,55 @@ class PreprocessSpec:
                 for f in dataclasses.fields(self) if getattr(self, f.name) != getattr(other, f.name)]
 
 
+class NetworkInput(nn.Module):
+    """The spec's channels and normalize steps on a batch of `host`/`device` output. Its
+    constants are buffers outside the state dict: they follow the model's `.to()` (dtype, device)
+    and add no checkpoint keys."""
+
+    def __init__(self, spec: PreprocessSpec):
+        super().__init__()
+        self.channels, self.normalize = spec.channels, spec.normalize
+        self.register_buffer("luma_weights", torch.tensor(LUMA_WEIGHTS, dtype=torch.float32)
+                             .view(1, 3, 1, 1), persistent=False)
+        mean, std = (spec.mean, spec.std) if spec.normalize == "fixed" else ((0.0,), (1.0,))
+        mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        if spec.channels == "luma":  # one channel: the averages of the RGB statistics
+            mean, std = mean.mean(), std.mean()
+        self.register_buffer("mean", mean, persistent=False)
+        self.register_buffer("std", std, persistent=False)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        if self.channels == "luma":
+            batch = (batch * self.luma_weights).sum(1, keepdim=True)
+        if self.normalize == "image":
+            mean = batch.mean(dim=(1, 2, 3), keepdim=True)
+            std = batch.std(dim=(1, 2, 3), keepdim=True)
+            return (batch - mean) / (std + IMAGE_STD_EPSILON)
+        if self.normalize == "fixed":
+            return (batch - self.mean) / self.std
+        return batch
+
+
 # Keys of the prose `preprocessing_info` that checkpoints written before the spec hold, with
 # what each says about the spec (the rest of the prose repeats the config).
 def _legacy_claims(prose: dict) -> dict:
     claims = {}
     color = str(prose.get("color", ""))
     if color:
+        # NetVLAD's "grey (BT.601 luma of rgb)": an RGB input whose luma the network takes
         claims["color"] = "gray" if color.startswith("gray") else "rgb"
+        if color.startswith("grey") and "luma" in color:
+            claims["channels"] = "luma"
+    normalize = prose.get("normalize")
+    if isinstance(normalize, str) and normalize.startswith("per image"):
+        claims["normalize"] = "image"
+    elif isinstance(normalize, dict) and {"mean", "std"} <= set(normalize):
+        claims.update(normalize="fixed", mean=tuple(float(v) for v in normalize["mean"]),
+                      std=tuple(float(v) for v in normalize["std"]))
+    elif {"mean", "std"} <= set(prose):  # depth's prose
+        claims.update(normalize="fixed", mean=tuple(float(v) for v in prose["mean"]),
+                      std=tuple(float(v) for v in prose["std"]))
     if "resize_to_wh" in prose:
         claims["size"] = tuple(int(v) for v in prose["resize_to_wh"])
     for key in ("crop_wh", "input_size_wh"):
@@ -180,7 +262,8 @@ def _legacy_claims(prose: dict) -> dict:
 def preprocessing_mismatch(stored: dict, expected: PreprocessSpec) -> list[str]:
     """Why a checkpoint's stored preprocessing does not fit the model's spec (empty: it fits).
     A stored spec must equal the model's field for field; a checkpoint from before the spec
-    (prose only) must agree where its prose states a colour, size, crop or view."""
+    (prose only) must agree where its prose states a colour, size, crop, view, channels or
+    normalisation."""
     if "spec_version" in stored:
         try:
             return PreprocessSpec.from_metadata(stored).differences(expected)
@@ -199,4 +282,5 @@ def require_preprocessing(stored: dict, expected: PreprocessSpec, source: str) -
                               + "; ".join(problems))
 
 
-__all__ = ["PreprocessSpec", "preprocessing_mismatch", "require_preprocessing", "SPEC_VERSION"]
+__all__ = ["IMAGE_STD_EPSILON", "LUMA_WEIGHTS", "NetworkInput", "PreprocessSpec",
+           "preprocessing_mismatch", "require_preprocessing", "SPEC_VERSION"]

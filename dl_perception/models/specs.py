@@ -25,15 +25,22 @@ def lift_preprocessing(config) -> PreprocessSpec:
 
 
 def netvlad_preprocessing(config) -> PreprocessSpec:
+    """RGB, area to resize_to; the network's input stage: luma when `grey`, standardised per
+    image or by the fixed mean/std (NetVLAD runs it through the spec's NetworkInput)."""
+    fixed = config.input_normalization == "fixed"
     return PreprocessSpec(color="rgb", resize="fixed", size=tuple(config.resize_to),
-                          interpolation="area")
+                          interpolation="area", channels="luma" if config.grey else "as_is",
+                          normalize=config.input_normalization,
+                          mean=config.input_mean if fixed else None,
+                          std=config.input_std if fixed else None)
 
 
 def posenet_preprocessing(config) -> PreprocessSpec:
     """Shorter side resize_short (aspect kept, area), centre crop."""
     short = config.resize_short
     return PreprocessSpec(color="rgb", resize="cover", size=(short, short), interpolation="area",
-                          crop=tuple(config.crop))
+                          crop=tuple(config.crop), normalize="fixed", mean=config.pixel_mean,
+                          std=config.pixel_std)
 
 
 def depth_preprocessing(config) -> PreprocessSpec:
@@ -41,7 +48,8 @@ def depth_preprocessing(config) -> PreprocessSpec:
     shrinking and bilinear when enlarging, centre crop to input_size."""
     size = tuple(config.input_size)
     return PreprocessSpec(color="rgb", resize="cover", size=size, view=config.view_crop,
-                          interpolation="area_or_linear", crop=size)
+                          interpolation="area_or_linear", crop=size, normalize="fixed",
+                          mean=config.input_mean, std=config.input_std)
 
 
 PREPROCESSING = {"dronet": dronet_preprocessing, "lift": lift_preprocessing,

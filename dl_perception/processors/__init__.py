@@ -27,6 +27,12 @@ PROCESSOR_MODULES = {
 }
 
 
+def root_name(topic: str) -> str:
+    """A topic name from the root, as processors, bags and docs/interfaces.md name topics: a
+    parameter's relative name (a node resolves it in its namespace) read with no namespace."""
+    return topic if topic.startswith("/") else "/" + topic
+
+
 @dataclass(frozen=True)
 class Output:
     """One message a node publishes: the topic and a `dl_perception.rosmsg` dataclass."""

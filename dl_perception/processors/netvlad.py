@@ -14,7 +14,7 @@ from .. import rosmsg
 from ..place.database import PlaceDatabase, model_fingerprint
 from ..place.online import OnlinePlaces
 from ..place.sources import PoseTrack
-from . import FrameProcessor, Output
+from . import FrameProcessor, Output, root_name
 
 MATCHES_TOPIC = "/dl_perception/place/matches"
 POSE_TOPIC = "/dl_perception/place/pose"
@@ -42,7 +42,7 @@ class NetVLADProcessor(FrameProcessor):
                LOOP_TOPIC: rosmsg.POINT_CLOUD2}
     defaults = {"database": "", "top_k": 5, "online": False, "keyframe_distance": 2.0,
                 "keyframe_period": 1.0, "ignore_recent": 30.0, "revisit_min_score": 0.8,
-                "odometry_topic": "/odom", "frame_id": "map", "position_sigma": 5.0,
+                "odometry_topic": "odom", "frame_id": "map", "position_sigma": 5.0,
                 "orientation_sigma": 0.5}
 
     def __init__(self, model, device, params: dict | None = None):
@@ -63,7 +63,9 @@ class NetVLADProcessor(FrameProcessor):
         self.no_match_frames = 0
 
     def side_inputs(self) -> dict[str, str]:
-        return {self.param("odometry_topic"): ODOMETRY} if self.online is not None else {}
+        if self.online is None:
+            return {}
+        return {root_name(self.param("odometry_topic")): ODOMETRY}
 
     def observe(self, topic: str, message) -> None:
         if topic not in self.side_inputs():

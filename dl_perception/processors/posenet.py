@@ -1,7 +1,7 @@
 """posenet_node's per-frame work: the camera pose in the scene the PoseNet was trained on
-(PoseWithCovarianceStamped, stamped with the frame's stamp, in `frame_id`: empty = the scene
-frame stored in the checkpoint), and with `publish_tf` the same pose as a TF message
-(frame_id -> tf_child_frame)."""
+(PoseWithCovarianceStamped, stamped with the frame's stamp, in `frame_id`: `map` by default,
+empty = the scene frame stored in the checkpoint), and with `publish_tf` the same pose as a TF
+message (frame_id -> tf_child_frame)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -27,7 +27,7 @@ class PoseResult:
 class PoseNetProcessor(FrameProcessor):
     node_name = "posenet_node"
     model_name = "posenet"
-    defaults = {"frame_id": "", "position_variance": 1.0, "orientation_variance": 0.01,
+    defaults = {"frame_id": "map", "position_variance": 1.0, "orientation_variance": 0.01,
                 "publish_tf": True, "tf_child_frame": "posenet_camera"}
 
     def __init__(self, model, device, params: dict | None = None):
