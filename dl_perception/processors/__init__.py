@@ -3,8 +3,9 @@ and its header, returning the messages the node publishes. The ROS node
 (`ros/node_base.ProcessorNode`) and offline bag processing (`dl-perception process`) both call
 it, so a bag processed offline holds byte for byte what the node would have published.
 
-Adding one for a node: a module here defining a `FrameProcessor` subclass and
-`PROCESSOR = <class>`, and one line in PROCESSOR_MODULES (node name -> module).
+Adding one for a network: a module here, `processors/<network>.py`, defining a `FrameProcessor`
+subclass and `PROCESSOR = <class>`; its `Network(...)` line in registry.py puts it in
+PROCESSOR_MODULES (node name -> module).
 """
 from __future__ import annotations
 
@@ -16,15 +17,13 @@ from typing import ClassVar
 import torch
 import yaml
 
-from .. import models
+from .. import models, registry
 from ..device import select_device
 from ..imaging import DecodedImage
 from ..paths import resolve_weights
 
-# node name (as in config/perception.yaml) -> module defining PROCESSOR
-PROCESSOR_MODULES = {
-    "dronet_node": "dl_perception.processors.dronet",
-}
+# node name (as in config/perception.yaml) -> module defining PROCESSOR: every network
+PROCESSOR_MODULES = registry.processor_modules()
 
 
 def root_name(topic: str) -> str:
