@@ -1,14 +1,10 @@
-"""Import structure (read from the source, nothing imported): cycles between modules of the
-package, and modules outside dl_perception/ros/ that import rclpy or ROS message packages.
-
-The cycles and ROS imports that exist today are recorded below; a new one fails here. Phase B of
-docs/architecture.md removes them, empties the lists, and the xfail tests then pass (strict:
-they fail as soon as that happens, so the marks are removed with the lists)."""
+"""Import structure (read from the source, nothing imported): no cycles between modules of the
+package, and no module outside dl_perception/ros/ importing rclpy or ROS message packages
+(docs/architecture.md, "The shape in one picture")."""
 import ast
 import functools
 import os
-
-import pytest
+import sys
 
 from dl_perception.paths import REPO_DIR
 
@@ -17,21 +13,6 @@ ROS_PACKAGES = {"rclpy", "rosidl_runtime_py", "sensor_msgs", "std_msgs", "geomet
                 "nav_msgs", "diagnostic_msgs", "std_srvs", "tf2_ros", "tf2_msgs",
                 "rcl_interfaces", "builtin_interfaces", "visualization_msgs", "launch",
                 "launch_ros"}
-# every cycle (a strongly connected set of modules) in main on 2026-12-07, after the merges of
-# ros (entry.py's stop-signal state joined launcher <-> stack_node) and netvlad (place_sets)
-KNOWN_CYCLES = [
-    {"dl_perception.evaluation.dronet", "dl_perception.training.dronet"},
-    {"dl_perception.evaluation.posenet", "dl_perception.training.posenet"},
-    {"dl_perception.ros.entry", "dl_perception.ros.launcher", "dl_perception.ros.node_base",
-     "dl_perception.ros.spinning", "dl_perception.ros.stack_node"},
-    {"dl_perception.datasets.places", "dl_perception.datasets.place_sets"},
-]
-# rclpy code outside ros/ (phase B moves it there: demo.py to ros/demo.py, the `node` verbs'
-# rclpy Parameter building to ros/)
-KNOWN_ROS_OUTSIDE = {"dl_perception.demo", "dl_perception.commands.depth",
-                     "dl_perception.commands.dronet", "dl_perception.commands.lift"}
-
-
 @functools.lru_cache(maxsize=1)
 def module_files() -> dict[str, str]:
     root = os.path.join(REPO_DIR, PACKAGE)
@@ -131,23 +112,35 @@ def test_cycle_finder_finds_a_cycle():
     assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [{"a", "b", "c"}]
 
 
-def test_no_new_import_cycles():
-    found = cycles(import_graph())
-    new = [c for c in found if not any(c <= known for known in KNOWN_CYCLES)]
-    assert not new, f"new import cycles: {new}"
-
-
-def test_no_new_ros_imports_outside_ros():
-    assert ros_outside_ros() <= KNOWN_ROS_OUTSIDE
-
-
-@pytest.mark.xfail(strict=True, reason="phase B (docs/architecture.md): training <-> evaluation "
-                   "of dronet and posenet, ros.launcher <-> ros.stack_node")
 def test_no_import_cycles():
+    """The layers of docs/architecture.md import downwards only: no two modules import each
+    other, directly or through others, lazy imports included."""
     assert cycles(import_graph()) == []
 
 
-@pytest.mark.xfail(strict=True, reason="phase B moves demo.py (an rclpy program) into ros/ and "
-                   "the rclpy Parameter building of commands/{depth,dronet,lift}.py")
 def test_no_rclpy_outside_ros():
-    assert ros_outside_ros() == set()
+    """rclpy and ROS message packages are imported in dl_perception/ros/ only, and only the
+    entry layer (cli.py, commands/) imports dl_perception.ros (lazily, to start a ROS program)."""
+    assert ros_outside_ros() == frozenset()
+
+
+def test_the_layer_checks_see_a_cycle_and_an_rclpy_import(tmp_path, monkeypatch):
+    """The two checks above on a package made to break them (they could pass by reading
+    nothing)."""
+    package = tmp_path / PACKAGE
+    (package / "ros").mkdir(parents=True)
+    for name, text in {"__init__.py": "", "a.py": "from . import b\n",
+                       "b.py": "def f():\n    from .a import g\n",
+                       "core.py": "import rclpy.node\n", "ros/__init__.py": "",
+                       "ros/node.py": "import rclpy\n",
+                       "uses_ros.py": "from .ros.node import x\n"}.items():
+        (package / name).write_text(text)
+    monkeypatch.setattr(sys.modules[__name__], "REPO_DIR", str(tmp_path))
+    for cached in (module_files, import_graph, ros_outside_ros):
+        cached.cache_clear()
+    try:
+        assert cycles(import_graph()) == [{f"{PACKAGE}.a", f"{PACKAGE}.b"}]
+        assert ros_outside_ros() == {f"{PACKAGE}.core", f"{PACKAGE}.uses_ros"}
+    finally:
+        for cached in (module_files, import_graph, ros_outside_ros):
+            cached.cache_clear()

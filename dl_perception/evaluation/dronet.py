@@ -2,6 +2,7 @@
 metrics of Loquercio et al. 2018."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import torch
 
@@ -27,14 +28,34 @@ def dronet_metrics(steering: np.ndarray, collision: np.ndarray, true_steering: n
     return out
 
 
+def predict_samples(model, samples: list, device: torch.device,
+                    batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
+    """Steering and collision probability of each sample's grey frame, cropped as the model
+    crops (what training's DroNetData holds, read batch by batch)."""
+    model.eval()
+    steering, collision = [], []
+    with torch.inference_mode():
+        for start in range(0, len(samples), batch_size):
+            crops = []
+            for sample in samples[start:start + batch_size]:
+                gray = cv2.imread(sample.image, cv2.IMREAD_GRAYSCALE)
+                if gray is None:
+                    raise ValueError(f"cannot read image {sample.image}")
+                crops.append(model.crop_pixels(gray))
+            images = torch.from_numpy(np.stack(crops).astype(np.float32) / 255.0)[:, None]
+            out = model(images.to(device))
+            steering.append(out["steering"].cpu().numpy())
+            collision.append(out["collision_probability"].cpu().numpy())
+    return np.concatenate(steering), np.concatenate(collision)
+
+
 def evaluate_dronet(weights: str, data_dirs: list[str], device: torch.device) -> dict:
     from ..datasets.dronet import read_dronet_dataset
     from ..models.dronet import DroNet
-    from ..training.dronet import DroNetData, predict
 
     model = DroNet.from_checkpoint(weights).to(device)
     samples = [s for d in data_dirs for s in read_dronet_dataset(d)]
-    data = DroNetData(samples, model)
-    indices = np.arange(len(samples))
-    steering, collision = predict(model, data, indices, device=device)
-    return dronet_metrics(steering, collision, data.steering, data.collision)
+    steering, collision = predict_samples(model, samples, device)
+    return dronet_metrics(steering, collision,
+                          np.array([s.steering for s in samples], dtype=np.float32),
+                          np.array([s.collision for s in samples], dtype=np.float32))
