@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     args.ros_args = ros_args
     if getattr(args, "ros_process", False):
         # long-running ROS processes end with status 0 on SIGINT/SIGTERM at any moment
-        from .ros.entry import stop_on_signals
+        from .ros.signals import stop_on_signals
         stop_on_signals()
     try:
         return args.func(args) or 0
@@ -63,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Exception as error:  # the one error path of every command: a line, exit status 1
         if getattr(args, "ros_process", False):
-            from .ros.entry import stop_requested
+            from .ros.signals import stop_requested
             if stop_requested():
                 return 0  # a stop signal during start-up shut the ROS context down under it
         if debug:
@@ -85,7 +85,7 @@ def describe_error(error: Exception) -> str:
 
 def console() -> None:
     """The dl-perception console script."""
-    from .ros.entry import exit_process
+    from .ros.signals import exit_process
     exit_process(main())
 
 

@@ -100,3 +100,57 @@ def camera_info(calibration: dict, msg_header):
         k=np.asarray(calibration["k"], dtype=np.float64),
         r=np.asarray(calibration["r"], dtype=np.float64),
         p=np.asarray(calibration["p"], dtype=np.float64), binning_x=0, binning_y=0, roi=roi)
+
+
+POINT_CLOUD2 = "sensor_msgs/msg/PointCloud2"
+POSE_WITH_COVARIANCE = "geometry_msgs/msg/PoseWithCovarianceStamped"
+TF_MESSAGE = "tf2_msgs/msg/TFMessage"
+
+
+def pointcloud2(columns: dict, msg_header):
+    """A height-1 PointCloud2 of named numpy columns (dl_perception.pointcloud.pack)."""
+    from .pointcloud import pack
+
+    packed = pack(columns)
+    field_class = message_class("sensor_msgs/msg/PointField")
+    return message_class(POINT_CLOUD2)(
+        header=msg_header, height=1, width=packed["width"],
+        fields=[field_class(name=n, offset=o, datatype=d, count=c)
+                for n, o, d, c in packed["fields"]],
+        is_bigendian=packed["is_bigendian"], point_step=packed["point_step"],
+        row_step=packed["point_step"] * packed["width"],
+        data=np.frombuffer(packed["data"], dtype=np.uint8), is_dense=True)
+
+
+def empty_camera_info(msg_header, width: int = 0, height: int = 0):
+    """A CameraInfo with the defaults of a freshly made rclpy one (K, R, P zero: uncalibrated)."""
+    roi = message_class("sensor_msgs/msg/RegionOfInterest")(
+        x_offset=0, y_offset=0, height=0, width=0, do_rectify=False)
+    return message_class(CAMERA_INFO)(
+        header=msg_header, height=height, width=width, distortion_model="",
+        d=np.zeros(0, np.float64), k=np.zeros(9, np.float64), r=np.zeros(9, np.float64),
+        p=np.zeros(12, np.float64), binning_x=0, binning_y=0, roi=roi)
+
+
+def pose_with_covariance(msg_header, position, quaternion, covariance):
+    """PoseWithCovarianceStamped; quaternion x, y, z, w; covariance 6x6 (x, y, z, rotation)."""
+    point = message_class("geometry_msgs/msg/Point")(*(float(v) for v in position))
+    orientation = message_class("geometry_msgs/msg/Quaternion")(*(float(v) for v in quaternion))
+    pose = message_class("geometry_msgs/msg/Pose")(position=point, orientation=orientation)
+    return message_class(POSE_WITH_COVARIANCE)(
+        header=msg_header, pose=message_class("geometry_msgs/msg/PoseWithCovariance")(
+            pose=pose, covariance=np.asarray(covariance, dtype=np.float64).reshape(36)))
+
+
+def transform_stamped(msg_header, child_frame_id: str, translation, quaternion):
+    """T_parent_child (parent = the header's frame) as geometry_msgs/TransformStamped."""
+    vector = message_class("geometry_msgs/msg/Vector3")(*(float(v) for v in translation))
+    rotation = message_class("geometry_msgs/msg/Quaternion")(*(float(v) for v in quaternion))
+    return message_class("geometry_msgs/msg/TransformStamped")(
+        header=msg_header, child_frame_id=child_frame_id,
+        transform=message_class("geometry_msgs/msg/Transform")(translation=vector,
+                                                                rotation=rotation))
+
+
+def tf_message(transforms: list):
+    return message_class(TF_MESSAGE)(transforms=list(transforms))

@@ -1,11 +1,13 @@
 """`dl-perception process`: run the perception nodes a parameters file configures over a whole
 bag, without DDS, as fast as the models go.
 
-Each configured node that has a frame processor (dl_perception.processors) reads its camera
+Each configured network node (its frame processor, dl_perception.processors) reads its camera
 topic from the bag and writes the messages the node would publish, computed by the same code
-the node runs. Outputs are written with the input frame's timestamp: its header stamp (the log
-time when the stamp is zero), so header-less outputs such as std_msgs/Float32 carry the stamp
-of the frame they came from in their bag timestamp. Frames are processed one by one in log-time
+the node runs. Its side inputs (depth's /camera/camera_info, online NetVLAD's odometry) are read
+from the bag too and handed to it in log-time order, before the frames logged after them.
+Outputs are written with the input frame's timestamp: its header stamp (the log time when the
+stamp is zero), so header-less outputs such as std_msgs/Float32 carry the stamp of the frame
+they came from in their bag timestamp. Frames are processed one by one in log-time
 order, so the result is deterministic. Damaged input ends the run with the error, and the output
 bag is still closed, holding everything produced before the damage.
 """
@@ -66,9 +68,9 @@ def plan_runs(config: str, reader: BagReader, nodes: list[str] | None = None,
     for node, params in sections.items():
         cls = processor_class(node)
         if cls is None:
-            notes.append(f"{node}: no offline processor (offline processing covers "
-                         f"{', '.join(sorted(PROCESSOR_MODULES))}; replay the bag to this node "
-                         f"and record instead); skipped")
+            notes.append(f"{node}: no offline processor (not a camera network: offline "
+                         f"processing covers {', '.join(sorted(PROCESSOR_MODULES))}; replay the "
+                         f"bag to this node and record instead); skipped")
             continue
         topic = image_topic or cls.input_topic(params)
         info = reader.topics.get(topic)
@@ -105,6 +107,7 @@ def process_bag(bag: str, config: str, out: str, *, nodes: list[str] | None = No
         by_topic: dict[str, list[NodeRun]] = {}
         for run in runs:
             by_topic.setdefault(run.input_topic, []).append(run)
+        observers = side_input_runs(runs, reader, note)
         copies = set(copy_topics) | (set(by_topic) if copy_inputs else set())
         for topic in sorted(copies):
             if topic not in reader.topics or not reader.topics[topic].known:
@@ -117,7 +120,7 @@ def process_bag(bag: str, config: str, out: str, *, nodes: list[str] | None = No
         started = time.perf_counter()
         try:
             with BagWriter(out, storage=storage) as writer:
-                _run(reader, writer, runs, by_topic, copies, result, bar, note)
+                _run(reader, writer, runs, by_topic, observers, copies, result, bar, note)
         finally:
             result.elapsed_s = time.perf_counter() - started  # closing the bag included
         if result.fault is None:
@@ -125,7 +128,33 @@ def process_bag(bag: str, config: str, out: str, *, nodes: list[str] | None = No
     return result
 
 
-def _run(reader, writer, runs, by_topic, copies, result, bar, note) -> None:
+def side_input_runs(runs: list[NodeRun], reader: BagReader, note) -> dict[str, list[NodeRun]]:
+    """Side-input topic -> the runs that read it, for the topics the bag holds (a missing one
+    is noted; the node runs without it, as it would in a graph where nobody publishes it)."""
+    observers: dict[str, list[NodeRun]] = {}
+    for run in runs:
+        for topic, msgtype in run.processor.side_inputs().items():
+            info = reader.topics.get(topic)
+            if info is None or info.msgtype != msgtype:
+                note(f"{run.node}: side input {topic} ({msgtype}) is not in {reader.path}; "
+                     "processed without it")
+                continue
+            observers.setdefault(topic, []).append(run)
+    return observers
+
+
+def _observe(message, runs: list[NodeRun], note) -> None:
+    try:
+        side = rosmsg.deserialize(message.data, message.msgtype)
+    except Exception as error:  # a damaged side message is dropped as a node drops it
+        note(f"dropped the message at log time {message.log_time} ns on {message.topic}: "
+             f"{error!r}")
+        return
+    for run in runs:
+        run.processor.observe(message.topic, side)
+
+
+def _run(reader, writer, runs, by_topic, observers, copies, result, bar, note) -> None:
     for run in runs:
         for topic, msgtype in run.processor.outputs.items():
             if topic in copies:
@@ -146,9 +175,11 @@ def _run(reader, writer, runs, by_topic, copies, result, bar, note) -> None:
 
     last = time.perf_counter()
     try:
-        for message in reader.messages(set(by_topic) | copies):
+        for message in reader.messages(set(by_topic) | set(observers) | copies):
             if message.topic in copies:
                 writer.write(message.topic, message.log_time, message.data)
+            if message.topic in observers:
+                _observe(message, observers[message.topic], note)
             if message.topic in by_topic:
                 result.frames += 1
                 _process_frame(reader, message, by_topic[message.topic], writer, drop_note)

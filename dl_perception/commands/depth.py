@@ -51,17 +51,11 @@ def bench(args) -> int:
                 model, frames, device, postprocess=lambda out, frame: model.depth_on_image(
                     out["log_depth"][0, 0].cpu().numpy(), frame.width, frame.height))}]
     if not args.no_ros:
-        from rclpy.parameter import Parameter
-        from sensor_msgs.msg import Image
-
-        from ..ros.depth_node import DepthNode
         from ..ros.node_path_bench import bench_node_path
 
-        def factory():
-            return DepthNode(parameter_overrides=[
-                Parameter("weights", value=weights), Parameter("device", value=str(device))])
         rows.append({"path": "node (single-threaded executor)", **bench_node_path(
-            factory, Image, "/dl_perception/depth/image", frames, args.frames)})
+            "depth_node", {"weights": weights, "device": str(device)}, "sensor_msgs/msg/Image",
+            "/dl_perception/depth/image", frames, args.frames)})
     paper = models.create("depth", "paper")
     paper_frames = frames[: max(5, args.frames // 10)]
     rows.append({"path": "paper preset model (random weights)",

@@ -58,20 +58,15 @@ def bench(args) -> int:
     rows = [{"path": "model (preprocess+forward)", **bench_model(
         models.load(weights, expected="dronet"), frames, device)}]
     if not args.no_ros:
-        from rclpy.parameter import Parameter
-        from std_msgs.msg import Float32
-
-        from ..ros.dronet_node import DroNetNode
         from ..ros.node_path_bench import bench_node_path
 
-        def factory():
-            return DroNetNode(parameter_overrides=[
-                Parameter("weights", value=weights), Parameter("device", value=str(device))])
+        parameters = {"weights": weights, "device": str(device)}
         # MultiThreadedExecutor(2) measured ~100x slower here: a short run shows it
         for executor, count in (("single", args.frames), ("multi", max(10, args.frames // 10))):
             rows.append({"path": f"node ({executor}-threaded executor)", **bench_node_path(
-                factory, Float32, "/dl_perception/dronet/collision_probability", frames,
-                count, executor_kind=executor)})
+                "dronet_node", parameters, "std_msgs/msg/Float32",
+                "/dl_perception/dronet/collision_probability", frames, count,
+                executor_kind=executor)})
         for row in rows[1:]:
             row["ratio_to_model"] = row["fps"] / rows[0]["fps"]
     print(f"DroNet benchmark, 320x240 rgb8 frames, batch 1, device {device}")

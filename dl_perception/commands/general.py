@@ -31,7 +31,7 @@ def info(args) -> int:
 
 
 def demo(args) -> int:
-    from ..demo import run_demo
+    from ..ros.demo import run_demo
     return run_demo(args.out, args.duration, args.weights, args.world_seed)
 
 

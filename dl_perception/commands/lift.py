@@ -155,18 +155,13 @@ def bench(args) -> int:
             {"path": "LIFT model (detect+orient+describe)", **bench_features(lift, frames)},
             {"path": "LIFT detector only", **bench_features(lift_detector, frames)}]
     if not args.no_ros:
-        from rclpy.parameter import Parameter
-        from sensor_msgs.msg import PointCloud2
-
-        from ..ros.lift_node import LIFTNode
         from ..ros.node_path_bench import bench_node_path
 
-        def factory():
-            return LIFTNode(parameter_overrides=[
-                Parameter("weights", value=weights), Parameter("device", value=str(device)),
-                Parameter("max_keypoints", value=args.max_keypoints)])
-        node = bench_node_path(factory, PointCloud2, "/dl_perception/features", frames,
-                               len(frames), timeout_per_frame=30.0)
+        parameters = {"weights": weights, "device": str(device),
+                      "max_keypoints": args.max_keypoints}
+        node = bench_node_path("lift_node", parameters, "sensor_msgs/msg/PointCloud2",
+                               "/dl_perception/features", frames, len(frames),
+                               timeout_per_frame=30.0)
         node["keypoints_per_s"] = node["fps"] * rows[1]["keypoints_per_frame"]
         rows.append({"path": "lift_node (single-threaded executor)", **node})
     for row in rows:

@@ -34,7 +34,9 @@ import csv
 import glob
 import os
 import re
+from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from ..paths import shared_data_dir
@@ -50,6 +52,29 @@ NORDLAND_RADII = {"positive_radius": 2.0, "negative_radius": 10.0, "position_uni
 UDACITY_RADII = {"positive_radius": 0.5, "negative_radius": 10.0, "position_unit": "s"}
 STRECHA_RADII = {"positive_radius": 1.0, "negative_radius": 1e9, "position_unit": "scene"}
 NORDLAND_VALIDATION = (2576, 3575)  # inclusive frame range kept out of training
+
+
+@dataclass
+class PlaceSet:
+    root: str
+    group: str
+    images: list[str]  # absolute paths
+    positions: np.ndarray  # (N, 3), NaN where unknown
+    quaternions: np.ndarray  # (N, 4) x, y, z, w, NaN where unknown
+    stamps: np.ndarray  # (N,) seconds, NaN where unknown
+    meta: dict
+    # (N,) integers, or None: the same id in two sets is the same place (ground truth by index)
+    place_ids: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def load_rgb(self, index: int) -> np.ndarray:
+        bgr = cv2.imread(self.images[index], cv2.IMREAD_COLOR)
+        if bgr is None or bgr.size == 0:
+            raise ValueError(f"cannot read image {self.images[index]}")
+        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
 
 
 def refuse_validation_sets(spec: str) -> None:
@@ -105,8 +130,6 @@ def _range(text: str | None, count: int, spec: str) -> tuple[int, int]:
 
 def read_named_set(spec: str):
     """The PlaceSet a spec names; ValueError says what is wrong."""
-    from .places import PlaceSet
-
     name, _, rest = spec.partition(":")
     parts = rest.split(":") if rest else []
     if name == "nordland":

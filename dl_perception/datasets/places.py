@@ -19,37 +19,13 @@ import csv
 import json
 import math
 import os
-from dataclasses import dataclass
 
-import cv2
 import numpy as np
 
-from .place_sets import is_named_set, read_named_set
+from .place_sets import PlaceSet, is_named_set, read_named_set
 from .sequence import read_sequence
 
 PLACES_CSV = "places.csv"
-
-
-@dataclass
-class PlaceSet:
-    root: str
-    group: str
-    images: list[str]  # absolute paths
-    positions: np.ndarray  # (N, 3), NaN where unknown
-    quaternions: np.ndarray  # (N, 4) x, y, z, w, NaN where unknown
-    stamps: np.ndarray  # (N,) seconds, NaN where unknown
-    meta: dict
-    # (N,) integers, or None: the same id in two sets is the same place (ground truth by index)
-    place_ids: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def load_rgb(self, index: int) -> np.ndarray:
-        bgr = cv2.imread(self.images[index], cv2.IMREAD_COLOR)
-        if bgr is None or bgr.size == 0:
-            raise ValueError(f"cannot read image {self.images[index]}")
-        return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
 def _read_meta(root: str) -> dict:

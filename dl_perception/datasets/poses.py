@@ -27,9 +27,11 @@ from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
+import torch
 
-from ..geometry import matrix_to_quat, quat_conjugate, slerp
+from ..geometry import canonical_quaternion, matrix_to_quat, quat_conjugate, slerp
 from ..imaging import ImageDecodeError, decode, to_rgb8
+from ..progress import progress
 
 log = logging.getLogger(__name__)
 
@@ -351,3 +353,55 @@ def open_posed_images(path: str, split: str = "train", image_topic: str = "/came
     if frame_id:
         source.frame_id = frame_id
     return source
+
+
+class PoseData:
+    """Resized uint8 frames with their poses, in memory; batches are random (training) or centre
+    (evaluation) crops."""
+
+    def __init__(self, model, sources: list[PosedImages], log=print):
+        """`model`: the PoseNet whose `resize` and `to_tensor` the frames go through."""
+        self.images: list[np.ndarray] = []
+        self.to_tensor = model.to_tensor
+        positions, quaternions, self.names = [], [], []
+        self.skipped_no_pose = 0
+        for source in sources:
+            valid = [i for i, r in enumerate(source.records) if r.has_pose]
+            skipped = len(source.records) - len(valid)
+            self.skipped_no_pose += skipped
+            before = sum(source.drops.values())
+            for index, rgb in progress(source.images(valid), total=len(valid),
+                                       desc=f"reading {os.path.basename(source.path)}",
+                                       unit="img"):
+                record = source.records[index]
+                self.images.append(model.resize(rgb))
+                positions.append(record.position)
+                quaternions.append(record.quaternion)
+                self.names.append(record.name)
+            lost = sum(source.drops.values()) - before
+            log(f"{source.path}: {source.kind}, {len(source.records)} frames, "
+                f"{len(valid) - lost} used, {skipped} skipped without a finite pose"
+                + (f", {lost} unreadable" if lost else "")
+                + "".join(f", {n} {k}" for k, n in source.drops.items() if k == "truncated_bag"))
+        self.positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
+        self.quaternions = (canonical_quaternion(np.asarray(quaternions)) if quaternions
+                            else np.zeros((0, 4)))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def batch(self, indices: np.ndarray, crop: list, rng: np.random.Generator | None
+              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        crop_w, crop_h = crop
+        crops = []
+        for index in indices:
+            image = self.images[index]
+            spare_h, spare_w = image.shape[0] - crop_h, image.shape[1] - crop_w
+            if rng is None:
+                top, left = spare_h // 2, spare_w // 2
+            else:
+                top, left = int(rng.integers(0, spare_h + 1)), int(rng.integers(0, spare_w + 1))
+            crops.append(image[top:top + crop_h, left:left + crop_w])
+        return (self.to_tensor(np.stack(crops)),
+                torch.from_numpy(self.positions[indices]).float(),
+                torch.from_numpy(self.quaternions[indices]).float())

@@ -6,6 +6,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from ..datasets.poses import PoseData
+from ..models.posenet import PoseNet
+from ..progress import progress
 from .metrics import pose_errors
 
 POSITION_THRESHOLD_M = 0.5
@@ -32,10 +35,24 @@ def pose_metrics(positions: np.ndarray, quaternions: np.ndarray, true_positions:
     }
 
 
-def evaluate_posenet(weights: str, sources, device: torch.device, log=print) -> dict:
-    from ..models.posenet import PoseNet
-    from ..training.posenet import PoseData, predict
+def predict(model: PoseNet, data: PoseData, indices: np.ndarray, device: torch.device,
+            batch_size: int = 64, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Positions and unit quaternions of the centre crops."""
+    model.eval()
+    positions, quaternions = [], []
+    with torch.inference_mode():
+        for start in progress(range(0, len(indices), batch_size), desc="posenet", unit="batch",
+                              enabled=show_progress):
+            images, _, _ = data.batch(indices[start:start + batch_size], model.config.crop, None)
+            out = model(images.to(device))
+            positions.append(out["position"].double().cpu().numpy())
+            quaternions.append(out["quaternion"].double().cpu().numpy())
+    if not positions:
+        return np.zeros((0, 3)), np.zeros((0, 4))
+    return np.concatenate(positions), np.concatenate(quaternions)
 
+
+def evaluate_posenet(weights: str, sources, device: torch.device, log=print) -> dict:
     model = PoseNet.from_checkpoint(weights).to(device)
     for source in sources:
         if source.frame_id != model.config.frame_id:

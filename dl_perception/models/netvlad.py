@@ -28,6 +28,7 @@ from torch import nn
 from ..imaging import DecodedImage, to_rgb8
 from .. import tensor_preprocess as tp
 from .base import PerceptionModel
+from .specs import netvlad_preprocessing
 
 # ImageNet statistics, as VGG16 expects its input
 RGB_MEAN = (0.485, 0.456, 0.406)
@@ -36,7 +37,6 @@ VGG16_CONV5 = [[64, 64], [128, 128], [256, 256, 256], [512, 512, 512], [512, 512
 # the depth network's input normalisation (models/depth.py), which the eigen_coarse backbone keeps
 DEPTH_MEAN = (0.5, 0.5, 0.5)
 DEPTH_STD = (0.25, 0.25, 0.25)
-GREY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma, as OpenCV's RGB2GRAY
 
 
 @dataclass
@@ -232,12 +232,8 @@ class NetVLAD(PerceptionModel):
         self.register_buffer("whitening_mean", torch.zeros(self.vlad_dim if config.pca_dim else 0))
         self.register_buffer("whitening_projection", torch.zeros(config.pca_dim, self.vlad_dim))
         self.register_buffer("whitening_fitted", torch.zeros((), dtype=torch.bool))
-        mean = torch.tensor(config.input_mean, dtype=torch.float32).view(1, 3, 1, 1)
-        std = torch.tensor(config.input_std, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("input_mean", mean, persistent=False)
-        self.register_buffer("input_std", std, persistent=False)
-        grey = torch.tensor(GREY_WEIGHTS, dtype=torch.float32).view(1, 3, 1, 1)
-        self.register_buffer("grey_weights", grey, persistent=False)
+        # luma and normalisation as the preprocessing spec states them (no checkpoint keys)
+        self.network_input = netvlad_preprocessing(config).network_input()
 
     @property
     def whitened(self) -> bool:
@@ -249,15 +245,7 @@ class NetVLAD(PerceptionModel):
 
     def normalize_input(self, batch: torch.Tensor) -> torch.Tensor:
         """B x 3 x H x W RGB in [0, 1] -> what the backbone takes (grey and/or normalised)."""
-        if self.config.grey:
-            batch = (batch * self.grey_weights).sum(1, keepdim=True)
-        if self.config.input_normalization == "image":
-            mean = batch.mean(dim=(1, 2, 3), keepdim=True)
-            std = batch.std(dim=(1, 2, 3), keepdim=True)
-            return (batch - mean) / (std + 1e-2)  # a flat image stays flat, not noise x 1e6
-        if self.config.grey:
-            return (batch - self.input_mean.mean()) / self.input_std.mean()
-        return (batch - self.input_mean) / self.input_std
+        return self.network_input(batch)
 
     def local_descriptors(self, batch: torch.Tensor) -> torch.Tensor:
         """B x D x H x W dense descriptors of the cropped backbone."""

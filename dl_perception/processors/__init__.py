@@ -3,27 +3,33 @@ and its header, returning the messages the node publishes. The ROS node
 (`ros/node_base.ProcessorNode`) and offline bag processing (`dl-perception process`) both call
 it, so a bag processed offline holds byte for byte what the node would have published.
 
-Adding one for a node: a module here defining a `FrameProcessor` subclass and
-`PROCESSOR = <class>`, and one line in PROCESSOR_MODULES (node name -> module).
+Adding one for a network: a module here, `processors/<network>.py`, defining a `FrameProcessor`
+subclass and `PROCESSOR = <class>`; its `Network(...)` line in registry.py puts it in
+PROCESSOR_MODULES (node name -> module).
 """
 from __future__ import annotations
 
 import importlib
+import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 import yaml
 
-from .. import models
+from .. import models, registry
 from ..device import select_device
 from ..imaging import DecodedImage
 from ..paths import resolve_weights
 
-# node name (as in config/perception.yaml) -> module defining PROCESSOR
-PROCESSOR_MODULES = {
-    "dronet_node": "dl_perception.processors.dronet",
-}
+# node name (as in config/perception.yaml) -> module defining PROCESSOR: every network
+PROCESSOR_MODULES = registry.processor_modules()
+
+
+def root_name(topic: str) -> str:
+    """A topic name from the root, as processors, bags and docs/interfaces.md name topics: a
+    parameter's relative name (a node resolves it in its namespace) read with no namespace."""
+    return topic if topic.startswith("/") else "/" + topic
 
 
 @dataclass(frozen=True)
@@ -44,12 +50,19 @@ class FrameProcessor:
     # topic -> message type the node advertises
     outputs: ClassVar[dict[str, str]]
     image_topic: ClassVar[str] = "/camera/image_raw"
+    # the node's own parameters and their defaults (test_processors.py checks them against the
+    # node's declarations; phase B declares them here only)
+    defaults: ClassVar[dict] = {}
 
     def __init__(self, model: models.PerceptionModel, device: torch.device,
                  params: dict | None = None):
         self.model = model.to(device).eval()
         self.device = device
         self.params = dict(params or {})
+
+    def before_inference(self) -> None:
+        """Give the model this frame's per-call settings (a batching executor calls it before
+        its engine runs). Phase B: settings are arguments of `forward` and this goes."""
 
     def infer(self, image: DecodedImage) -> dict:
         """The network's outputs for one frame (batch of one)."""
@@ -72,6 +85,28 @@ class FrameProcessor:
     def process(self, image: DecodedImage, header) -> list[Output]:
         """`header` is a rosmsg std_msgs/Header (the input frame's)."""
         raise NotImplementedError
+
+    def param(self, name: str):
+        """A parameter's value: as given, else its default."""
+        return self.params.get(name, self.defaults[name])
+
+    # --- inputs besides the camera, diagnostics, warnings -----------------------------------
+    def side_inputs(self) -> dict[str, str]:
+        """Other topics the processor reads (topic -> message type); their messages go to
+        `observe`, in arrival (node) or log-time (bag) order, before the frames after them."""
+        return {}
+
+    def observe(self, topic: str, message) -> None:
+        """A message of a side input (a rosmsg dataclass)."""
+        raise KeyError(f"{type(self).__name__} reads no topic '{topic}'")
+
+    def diagnostic_values(self) -> dict[str, str]:
+        """Counters and state the node reports on /diagnostics."""
+        return {}
+
+    def warn(self, message: str) -> None:
+        """A warning about the input (a node routes it to its throttled ROS logger)."""
+        logging.getLogger(type(self).__module__).warning(message)
 
 
 def node_parameters(config_path: str) -> dict[str, dict]:

@@ -7,7 +7,6 @@ Every top-level key of the YAML naming a known executable starts that node with 
 """
 from __future__ import annotations
 
-import importlib
 import os
 import signal
 import subprocess
@@ -17,29 +16,12 @@ import time
 
 import yaml
 
-# executable / node name -> "module:class"
-NODE_CLASSES = {
-    "dronet_node": "dl_perception.ros.dronet_node:DroNetNode",
-    "dronet_control_node": "dl_perception.ros.dronet_control_node:DroNetControlNode",
-    "camera_node": "dl_perception.ros.camera_node:CameraNode",
-    "sim_node": "dl_perception.ros.sim_node:SimNode",
-    "stack_node": "dl_perception.ros.stack_node:StackNode",
-    "lift_node": "dl_perception.ros.lift_node:LIFTNode",
-    "vo_node": "dl_perception.ros.vo_node:VONode",
-    "netvlad_node": "dl_perception.ros.netvlad_node:NetVLADNode",
-    "posenet_node": "dl_perception.ros.posenet_node:PoseNetNode",
-    "depth_node": "dl_perception.ros.depth_node:DepthNode",
-}
+from .. import registry
+from .nodes import NODE_CLASSES, node_class
+
 # parameters every rclpy node declares itself
 NODE_PARAMETERS = {"use_sim_time", "start_type_description_service"}
 STOP_TIMEOUT_S = 10.0  # after SIGINT, before SIGTERM (launch's default is 5 s + 5 s)
-
-
-def node_class(name: str):
-    if name not in NODE_CLASSES:
-        raise ValueError(f"unknown node '{name}' (known: {', '.join(sorted(NODE_CLASSES))})")
-    module, cls = NODE_CLASSES[name].split(":")
-    return getattr(importlib.import_module(module), cls)
 
 
 def load_config(config_path: str) -> dict:
@@ -68,8 +50,7 @@ def configured_nodes(config_path: str) -> list[str]:
                              f"(known: {', '.join(sorted(NODE_CLASSES))})")
         names.append(name)
         if name == "stack_node":
-            from .stack_node import DEFAULT_HOSTED
-            hosted.update(parameters.get("nodes", DEFAULT_HOSTED))
+            hosted.update(parameters.get("nodes", registry.hosted_defaults()))
     return [name for name in names if name not in hosted]
 
 
@@ -172,7 +153,7 @@ def run_processes(names: list[str], config_path: str, ros_args: list[str],
     status is returned); SIGINT/SIGTERM or `duration` stops all with SIGINT (then SIGTERM, then
     SIGKILL, as launch escalates) and returns 0 when each ended cleanly."""
     from . import LARGE_DATA_TRANSPORTS
-    from .entry import mark_running, stop_requested
+    from .signals import mark_running, stop_requested
     mark_running()
     # images cross processes now: unfragmented large samples unless the user chose transports
     env = {"FASTDDS_BUILTIN_TRANSPORTS": LARGE_DATA_TRANSPORTS, **os.environ}

@@ -21,7 +21,7 @@ from ..device import describe, select_device
 from ..imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 from ..paths import resolve_weights
 from ..stats import FrameStats
-from .entry import mark_running, stop_requested
+from .signals import mark_running, stop_requested
 from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet
 from .spinning import spin_until_stopped

@@ -9,10 +9,12 @@ import numpy as np
 import rclpy
 from rclpy.executors import MultiThreadedExecutor, SingleThreadedExecutor
 from rclpy.node import Node
+from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from .messages import header, image_msg
+from .messages import header, image_msg, message_class
+from .nodes import node_class
 
 
 class _Driver(Node):
@@ -39,13 +41,16 @@ class _Driver(Node):
         self.received += 1
 
 
-def bench_node_path(node_factory, output_type, output_topic: str, frames, count: int,
-                    executor_kind: str = "single", timeout_per_frame: float = 2.0) -> dict:
-    """Closed-loop frames/s through `node_factory()`'s subscription to its output topic."""
+def bench_node_path(node_name: str, parameters: dict, output_type: str, output_topic: str,
+                    frames, count: int, executor_kind: str = "single",
+                    timeout_per_frame: float = 2.0) -> dict:
+    """Closed-loop frames/s through node `node_name` (started with `parameters`, plain values)
+    to its `output_type` ('pkg/msg/Type') output topic."""
     rclpy.init(args=["bench", "--ros-args", "-p", "max_frame_age:=0.0"])
     try:
-        node = node_factory()
-        driver = _Driver(frames, output_type, output_topic)
+        node = node_class(node_name)(parameter_overrides=[
+            Parameter(name, value=value) for name, value in parameters.items()])
+        driver = _Driver(frames, message_class(output_type), output_topic)
         executor = MultiThreadedExecutor(2) if executor_kind == "multi" else SingleThreadedExecutor()
         executor.add_node(node)
         executor.add_node(driver)

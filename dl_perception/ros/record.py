@@ -21,7 +21,7 @@ from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, Q
 from .. import rosmsg
 from ..bags import BagError, BagWriter
 from ..progress import progress
-from .entry import mark_running
+from .signals import mark_running
 from .messages import message_class
 from .spinning import spin_until_stopped
 

@@ -28,7 +28,7 @@ from .. import rosmsg
 from ..bags import BagError, BagReader, BagReadError
 from ..bags.translate import same_layout, translate
 from ..progress import progress
-from .entry import mark_running, stop_requested
+from .signals import mark_running, stop_requested
 from .messages import message_class
 
 QOS_KEYS = {

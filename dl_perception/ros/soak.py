@@ -23,7 +23,7 @@ from sensor_msgs.msg import CompressedImage, Image
 from ..hostile import (STAMP_KINDS, pick, random_compressed_image, random_raw_image,
                        stamp)
 from ..imaging import numpy_to_compressed_fields, numpy_to_image_fields
-from .launcher import node_class
+from .nodes import node_class
 
 
 def resident_mib() -> float:

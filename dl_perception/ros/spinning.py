@@ -6,7 +6,7 @@ import time
 import rclpy
 from rclpy.executors import ExternalShutdownException
 
-from .entry import stop_requested
+from .signals import stop_requested
 
 
 def spin_until_stopped(executor, duration: float | None = None, period: float = 0.1) -> None:

@@ -15,7 +15,8 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ..stats import FrameStats
-from .launcher import configured_nodes, node_class
+from .launcher import configured_nodes
+from .nodes import node_class
 from .messages import header, image_msg
 
 STACK_NODES = ("dronet_node", "lift_node", "netvlad_node", "posenet_node", "depth_node",

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import time
 
+from .. import registry
 from ..engine import Engine, EngineOptions
 from ..imaging import DecodedImage, to_rgb8
-from .launcher import node_class
+from .nodes import node_class
 from .node_base import FrameNode, ModelNode
 from .params import Param
 
-DEFAULT_HOSTED = ["dronet_node", "lift_node", "netvlad_node", "posenet_node", "depth_node"]
+DEFAULT_HOSTED = registry.hosted_defaults()
 
 
 class StackNode(FrameNode):

@@ -30,8 +30,8 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 
-from ..datasets.poses import PosedImages
-from ..geometry import canonical_quaternion
+from ..datasets.poses import PoseData, PosedImages
+from ..evaluation.posenet import pose_metrics, predict
 from ..models.posenet import PoseNet, normalize_quaternion
 from ..progress import progress
 from .common import TrainingDataError, seed_everything, split_indices
@@ -99,57 +99,6 @@ def posenet_loss(outputs: dict, position: torch.Tensor, quaternion: torch.Tensor
     return total, parts
 
 
-# --- data -------------------------------------------------------------------------------------
-class PoseData:
-    """Resized uint8 frames with their poses, in memory; batches are random (training) or centre
-    (evaluation) crops."""
-
-    def __init__(self, model: PoseNet, sources: list[PosedImages], log=print):
-        self.images: list[np.ndarray] = []
-        positions, quaternions, self.names = [], [], []
-        self.skipped_no_pose = 0
-        for source in sources:
-            valid = [i for i, r in enumerate(source.records) if r.has_pose]
-            skipped = len(source.records) - len(valid)
-            self.skipped_no_pose += skipped
-            before = sum(source.drops.values())
-            for index, rgb in progress(source.images(valid), total=len(valid),
-                                       desc=f"reading {os.path.basename(source.path)}",
-                                       unit="img"):
-                record = source.records[index]
-                self.images.append(model.resize(rgb))
-                positions.append(record.position)
-                quaternions.append(record.quaternion)
-                self.names.append(record.name)
-            lost = sum(source.drops.values()) - before
-            log(f"{source.path}: {source.kind}, {len(source.records)} frames, "
-                f"{len(valid) - lost} used, {skipped} skipped without a finite pose"
-                + (f", {lost} unreadable" if lost else "")
-                + "".join(f", {n} {k}" for k, n in source.drops.items() if k == "truncated_bag"))
-        self.positions = np.asarray(positions, dtype=np.float64).reshape(-1, 3)
-        self.quaternions = (canonical_quaternion(np.asarray(quaternions)) if quaternions
-                            else np.zeros((0, 4)))
-
-    def __len__(self) -> int:
-        return len(self.images)
-
-    def batch(self, indices: np.ndarray, crop: list, rng: np.random.Generator | None
-              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        crop_w, crop_h = crop
-        crops = []
-        for index in indices:
-            image = self.images[index]
-            spare_h, spare_w = image.shape[0] - crop_h, image.shape[1] - crop_w
-            if rng is None:
-                top, left = spare_h // 2, spare_w // 2
-            else:
-                top, left = int(rng.integers(0, spare_h + 1)), int(rng.integers(0, spare_w + 1))
-            crops.append(image[top:top + crop_h, left:left + crop_w])
-        return (PoseNet.to_tensor(np.stack(crops)),
-                torch.from_numpy(self.positions[indices]).float(),
-                torch.from_numpy(self.quaternions[indices]).float())
-
-
 def scene_normalization(positions: np.ndarray) -> tuple[np.ndarray, float]:
     """Centre of the bounding box and its largest half-extent (1 when all positions coincide)."""
     low, high = positions.min(axis=0), positions.max(axis=0)
@@ -164,23 +113,6 @@ def pixel_statistics(images: list[np.ndarray], sample: int = 500) -> tuple[np.nd
 
 
 # --- training ---------------------------------------------------------------------------------
-def predict(model: PoseNet, data: PoseData, indices: np.ndarray, device: torch.device,
-            batch_size: int = 64, show_progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Positions and unit quaternions of the centre crops."""
-    model.eval()
-    positions, quaternions = [], []
-    with torch.inference_mode():
-        for start in progress(range(0, len(indices), batch_size), desc="posenet", unit="batch",
-                              enabled=show_progress):
-            images, _, _ = data.batch(indices[start:start + batch_size], model.config.crop, None)
-            out = model(images.to(device))
-            positions.append(out["position"].double().cpu().numpy())
-            quaternions.append(out["quaternion"].double().cpu().numpy())
-    if not positions:
-        return np.zeros((0, 3)), np.zeros((0, 4))
-    return np.concatenate(positions), np.concatenate(quaternions)
-
-
 def frame_id_of(sources: list[PosedImages]) -> str:
     frames = sorted({s.frame_id for s in sources})
     if len(frames) > 1:
@@ -212,7 +144,6 @@ def train_posenet(sources: list[PosedImages], out_path: str, cfg: PoseNetTrainCo
                   device: torch.device, val_sources: list[PosedImages] | None = None,
                   init_weights: str | None = None, model_overrides: dict | None = None,
                   log=print, resume: bool = False) -> PoseNet:
-    from ..evaluation.posenet import pose_metrics
 
     seed_everything(cfg.seed)
     frame_id = frame_id_of(sources + (val_sources or []))

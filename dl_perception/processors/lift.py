@@ -1,0 +1,111 @@
+"""lift_node's per-frame work: LIFT keypoints and descriptors as a PointCloud2 on
+/dl_perception/features (one row per keypoint: u, v, scale, orientation, score,
+descriptor[128]) and optionally the frame with the keypoints drawn. Frames without texture give
+an empty cloud and a counted warning."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from .. import rosmsg
+from ..imaging import to_rgb8
+from ..models.lift import DetectionSettings
+from . import FrameProcessor, Output
+
+FEATURES_TOPIC = "/dl_perception/features"
+OVERLAY_TOPIC = "/dl_perception/features/overlay"
+
+
+def feature_columns(out: dict) -> dict[str, np.ndarray]:
+    """The model's outputs as the PointCloud2 columns docs/interfaces.md fixes."""
+    keypoints = out["keypoints"].cpu().numpy().astype(np.float32).reshape(-1, 2)
+    return {
+        "u": keypoints[:, 0].copy(),
+        "v": keypoints[:, 1].copy(),
+        "scale": out["scales"].cpu().numpy().astype(np.float32),
+        "orientation": out["orientations"].cpu().numpy().astype(np.float32),
+        "score": out["scores"].cpu().numpy().astype(np.float32),
+        "descriptor": out["descriptors"].cpu().numpy().astype(np.float32).reshape(-1, 128),
+    }
+
+
+def draw_overlay(rgb: np.ndarray, columns: dict) -> np.ndarray:
+    """Circles of radius 2 sigma with a tick along the orientation."""
+    canvas = np.ascontiguousarray(rgb.copy())
+    for u, v, scale, angle in zip(columns["u"], columns["v"], columns["scale"],
+                                  columns["orientation"]):
+        radius = max(2.0, 2.0 * float(scale))
+        centre = (int(round(u)), int(round(v)))
+        tip = (int(round(u + radius * math.cos(angle))), int(round(v + radius * math.sin(angle))))
+        cv2.circle(canvas, centre, int(round(radius)), (0, 255, 0), 1, cv2.LINE_AA)
+        cv2.line(canvas, centre, tip, (255, 0, 0), 1, cv2.LINE_AA)
+    return canvas
+
+
+@dataclass(frozen=True)
+class FeaturesResult:
+    columns: dict  # name -> numpy column (feature_columns)
+    overlay: np.ndarray | None  # H x W x 3 RGB with the keypoints drawn, when asked for
+
+
+class LIFTProcessor(FrameProcessor):
+    node_name = "lift_node"
+    model_name = "lift"
+    outputs = {FEATURES_TOPIC: rosmsg.POINT_CLOUD2, OVERLAY_TOPIC: rosmsg.IMAGE}
+    defaults = {"max_keypoints": 500, "score_threshold": 0.0, "nms_radius": 3,
+                "scales": [2 ** (i / 2) for i in range(-2, 7)], "patch_batch": 64,
+                "publish_overlay": False}
+
+    def __init__(self, model, device, params: dict | None = None):
+        super().__init__(model, device, params)
+        self.frames_without_keypoints = 0
+        self.keypoints_last = 0
+        # False under a batching executor (stack_node): its engine sets the execution choices
+        # it measured
+        self.sets_execution = True
+
+    def settings(self) -> DetectionSettings:
+        """This frame's detection settings, from the parameters."""
+        return DetectionSettings(
+            max_keypoints=self.param("max_keypoints"), score_threshold=self.param("score_threshold"),
+            nms_radius=self.param("nms_radius"), scales=list(self.param("scales")),
+            min_contrast=self.model.config.min_contrast, border=self.model.config.border)
+
+    def before_inference(self) -> None:
+        # Phase B: LIFT.forward(batch, settings) takes the settings per call; until the lift
+        # branch's model changes are merged the processor sets them, as lift_node does today.
+        self.model.settings = self.settings()
+        if self.sets_execution:
+            self.model.set_execution(patch_batch=self.param("patch_batch"))
+
+    def run(self, image) -> FeaturesResult:
+        self.before_inference()
+        columns = feature_columns(self.infer(image))
+        self.keypoints_last = len(columns["u"])
+        if self.keypoints_last == 0:
+            self.frames_without_keypoints += 1
+            self.warn("no keypoints in this frame (black, saturated or textureless?); "
+                      f"{self.frames_without_keypoints} such frames so far")
+        overlay = None
+        if self.param("publish_overlay"):
+            overlay = draw_overlay(to_rgb8(image.pixels, image.encoding), columns)
+        return FeaturesResult(columns, overlay)
+
+    def messages(self, result: FeaturesResult, header) -> list[Output]:
+        outputs = [Output(FEATURES_TOPIC, rosmsg.pointcloud2(result.columns, header))]
+        if result.overlay is not None:
+            outputs.append(Output(OVERLAY_TOPIC, rosmsg.image(result.overlay, "rgb8", header)))
+        return outputs
+
+    def process(self, image, header) -> list[Output]:
+        return self.messages(self.run(image), header)
+
+    def diagnostic_values(self) -> dict[str, str]:
+        return {"keypoints_last": str(self.keypoints_last),
+                "frames_without_keypoints": str(self.frames_without_keypoints)}
+
+
+PROCESSOR = LIFTProcessor

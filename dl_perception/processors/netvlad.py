@@ -1,0 +1,153 @@
+"""netvlad_node's per-frame work: the frame's NetVLAD descriptor -> the top-k places of a place
+database (matches, PointCloud2), the pose of the best one (PoseWithCovarianceStamped) and, with
+`online`, keyframes added as the robot moves (poses from the odometry side input) and revisits
+(loop_closures, PointCloud2)."""
+from __future__ import annotations
+
+import collections
+import logging
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import rosmsg
+from ..place.database import PlaceDatabase, model_fingerprint
+from ..place.online import OnlinePlaces
+from ..place.sources import PoseTrack
+from . import FrameProcessor, Output, root_name
+
+MATCHES_TOPIC = "/dl_perception/place/matches"
+POSE_TOPIC = "/dl_perception/place/pose"
+LOOP_TOPIC = "/dl_perception/place/loop_closures"
+ODOMETRY = "nav_msgs/msg/Odometry"
+UNKNOWN_VARIANCE = 1e6  # covariance of a pose component the database does not know
+
+
+def stamp_seconds(stamp) -> float:
+    """Seconds of a Time, computed as the node computes them (keyframe times must agree)."""
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+@dataclass(frozen=True)
+class PlaceResult:
+    scores: np.ndarray  # best first, found places only
+    indices: np.ndarray  # database rows
+    revisit: object | None  # place.online.Revisit of an online database
+
+
+class NetVLADProcessor(FrameProcessor):
+    node_name = "netvlad_node"
+    model_name = "netvlad"
+    outputs = {MATCHES_TOPIC: rosmsg.POINT_CLOUD2, POSE_TOPIC: rosmsg.POSE_WITH_COVARIANCE,
+               LOOP_TOPIC: rosmsg.POINT_CLOUD2}
+    defaults = {"database": "", "top_k": 5, "online": False, "keyframe_distance": 2.0,
+                "keyframe_period": 1.0, "ignore_recent": 30.0, "revisit_min_score": 0.8,
+                "odometry_topic": "odom", "frame_id": "map", "position_sigma": 5.0,
+                "orientation_sigma": 0.5}
+
+    def __init__(self, model, device, params: dict | None = None):
+        super().__init__(model, device, params)
+        fingerprint = model_fingerprint(self.model)
+        path = self.param("database")
+        if path:
+            self.database = PlaceDatabase.load(path, expected_model=fingerprint)
+        else:
+            self.database = PlaceDatabase(dim=self.model.descriptor_dim, model=fingerprint,
+                                          frame_id=self.param("frame_id"))
+        self.online = OnlinePlaces(
+            self.database, ignore_recent=self.param("ignore_recent"),
+            keyframe_distance=self.param("keyframe_distance"),
+            keyframe_period=self.param("keyframe_period"),
+            revisit_min_score=self.param("revisit_min_score")) if self.param("online") else None
+        self._odometry: collections.deque = collections.deque(maxlen=400)
+        self.no_match_frames = 0
+
+    def side_inputs(self) -> dict[str, str]:
+        if self.online is None:
+            return {}
+        return {root_name(self.param("odometry_topic")): ODOMETRY}
+
+    def observe(self, topic: str, message) -> None:
+        if topic not in self.side_inputs():
+            super().observe(topic, message)
+        pose = message.pose.pose
+        self._odometry.append((stamp_seconds(message.header.stamp),
+                               [pose.position.x, pose.position.y, pose.position.z],
+                               [pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                                pose.orientation.w]))
+        if len(self.database) == 0 and message.header.frame_id:
+            self.database.frame_id = message.header.frame_id
+
+    def _pose_at(self, stamp: float) -> tuple[np.ndarray, np.ndarray]:
+        if not self._odometry:
+            return np.full(3, np.nan), np.full(4, np.nan)
+        stamps, positions, quaternions = zip(*self._odometry)
+        return PoseTrack(stamps, positions, quaternions, max_gap=0.5).at(stamp)
+
+    def run(self, image, stamp: float) -> PlaceResult:
+        """`stamp`: the frame's time in seconds (keyframe times, odometry lookup)."""
+        descriptor = self.infer(image)["descriptor"].float().cpu().numpy()
+        k = self.param("top_k")
+        revisit = None
+        if self.online is not None:
+            position, quaternion = self._pose_at(stamp)
+            scores, indices, revisit, _ = self.online.observe(descriptor[0], stamp, k, position,
+                                                              quaternion)
+        else:
+            scores, indices = (a[0] for a in self.database.search(descriptor, k))
+        found = indices >= 0
+        if not found.any():
+            self.no_match_frames += 1
+        if revisit is not None:
+            logging.getLogger(__name__).info(
+                f"revisit: frame at {stamp:.2f} s matches place {revisit.db_index} of "
+                f"{revisit.db_stamp:.2f} s (score {revisit.score:.3f})")
+        return PlaceResult(scores[found], indices[found], revisit)
+
+    def columns(self, scores: np.ndarray, indices: np.ndarray) -> dict:
+        positions = self.database.positions[indices].astype(np.float32)
+        quaternions = self.database.quaternions[indices].astype(np.float32)
+        return {"rank": np.arange(len(indices), dtype=np.uint32),
+                "db_index": indices.astype(np.uint32), "score": scores.astype(np.float32),
+                "x": positions[:, 0], "y": positions[:, 1], "z": positions[:, 2],
+                "qx": quaternions[:, 0], "qy": quaternions[:, 1], "qz": quaternions[:, 2],
+                "qw": quaternions[:, 3]}
+
+    def place_pose(self, index: int, out_header):
+        """The pose of database place `index`, with the configured uncertainty (a large one
+        for an orientation the database does not know)."""
+        position = self.database.positions[index]
+        quaternion = self.database.quaternions[index]
+        known = bool(np.isfinite(quaternion).all())
+        orientation = quaternion / np.linalg.norm(quaternion) if known else (0.0, 0.0, 0.0, 1.0)
+        orientation_var = self.param("orientation_sigma") ** 2 if known else UNKNOWN_VARIANCE
+        covariance = np.diag([self.param("position_sigma") ** 2] * 3 + [orientation_var] * 3)
+        return rosmsg.pose_with_covariance(out_header, position, orientation, covariance)
+
+    def messages(self, result: PlaceResult, header) -> list[Output]:
+        out_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), self.database.frame_id)
+        outputs = [Output(MATCHES_TOPIC, rosmsg.pointcloud2(
+            self.columns(result.scores, result.indices), out_header))]
+        best = result.indices[0] if len(result.indices) else None
+        if best is not None and np.isfinite(self.database.positions[best]).all():
+            outputs.append(Output(POSE_TOPIC, self.place_pose(best, out_header)))
+        if result.revisit is not None:
+            revisit = result.revisit
+            columns = self.columns(np.array([revisit.score]), np.array([revisit.db_index]))
+            columns["db_stamp"] = np.array([revisit.db_stamp], np.float64)
+            outputs.append(Output(LOOP_TOPIC, rosmsg.pointcloud2(columns, out_header)))
+        return outputs
+
+    def process(self, image, header) -> list[Output]:
+        return self.messages(self.run(image, stamp_seconds(header.stamp)), header)
+
+    def diagnostic_values(self) -> dict[str, str]:
+        values = {"database": self.param("database") or "-",
+                  "database_places": str(len(self.database)),
+                  "no_match_frames": str(self.no_match_frames)}
+        if self.online is not None:
+            values.update(keyframes=str(self.online.keyframes), revisits=str(self.online.revisits))
+        return values
+
+
+PROCESSOR = NetVLADProcessor

@@ -1,0 +1,75 @@
+"""posenet_node's per-frame work: the camera pose in the scene the PoseNet was trained on
+(PoseWithCovarianceStamped, stamped with the frame's stamp, in `frame_id`: `map` by default,
+empty = the scene frame stored in the checkpoint), and with `publish_tf` the same pose as a TF
+message (frame_id -> tf_child_frame)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .. import rosmsg
+from ..geometry import canonical_quaternion
+from ..models.posenet import pose_covariance
+from . import FrameProcessor, Output
+
+POSE_TOPIC = "/dl_perception/posenet/pose"
+TF_TOPIC = "/tf"
+
+
+@dataclass(frozen=True)
+class PoseResult:
+    position: np.ndarray  # (3,) metres in the scene frame
+    quaternion: np.ndarray  # (4,) x, y, z, w, w >= 0
+    covariance: np.ndarray  # 6 x 6: x, y, z, rotation about x, y, z
+
+
+class PoseNetProcessor(FrameProcessor):
+    node_name = "posenet_node"
+    model_name = "posenet"
+    defaults = {"frame_id": "map", "position_variance": 1.0, "orientation_variance": 0.01,
+                "publish_tf": True, "tf_child_frame": "posenet_camera"}
+
+    def __init__(self, model, device, params: dict | None = None):
+        super().__init__(model, device, params)
+        self.frame_id = self.param("frame_id") or self.model.config.frame_id
+        self.learned_uncertainty = self.model.config.learned_weighting
+        info = getattr(self.model, "checkpoint_info", {})
+        self.loss_norm = info.get("train_config", {}).get("norm", "l2")
+        self.scene = info.get("scene") or ", ".join(info.get("trained_on", [])) or "unknown"
+        self.outputs = {POSE_TOPIC: rosmsg.POSE_WITH_COVARIANCE}
+        if self.param("publish_tf"):
+            self.outputs[TF_TOPIC] = rosmsg.TF_MESSAGE
+
+    def covariance(self, out: dict) -> np.ndarray:
+        if self.learned_uncertainty:
+            return pose_covariance(float(out["log_variance_position"][0].detach()),
+                                   float(out["log_variance_orientation"][0].detach()),
+                                   self.loss_norm)
+        return np.diag([self.param("position_variance")] * 3
+                       + [self.param("orientation_variance")] * 3)
+
+    def run(self, image) -> PoseResult:
+        out = self.infer(image)
+        return PoseResult(out["position"][0].double().cpu().numpy(),
+                          canonical_quaternion(out["quaternion"][0].double().cpu().numpy()),
+                          self.covariance(out).astype(np.float64))
+
+    def messages(self, result: PoseResult, header) -> list[Output]:
+        out_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), self.frame_id)
+        outputs = [Output(POSE_TOPIC, rosmsg.pose_with_covariance(
+            out_header, result.position, result.quaternion, result.covariance))]
+        if TF_TOPIC in self.outputs:
+            transform = rosmsg.transform_stamped(out_header, self.param("tf_child_frame"),
+                                                 result.position, result.quaternion)
+            outputs.append(Output(TF_TOPIC, rosmsg.tf_message([transform])))
+        return outputs
+
+    def process(self, image, header) -> list[Output]:
+        return self.messages(self.run(image), header)
+
+    def diagnostic_values(self) -> dict[str, str]:
+        return {"frame_id": self.frame_id, "scene": self.scene}
+
+
+PROCESSOR = PoseNetProcessor

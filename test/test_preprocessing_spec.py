@@ -1,0 +1,145 @@
+"""The declarative preprocessing (core/preprocessing.py) does what each network's own
+`preprocess` and `preprocess_tensor` do, exactly, on real frames of several sizes and encodings,
+so phase B swaps them in with identical outputs; host and device agree within OpenCV's rounding;
+the spec a checkpoint stores is compared on load."""
+import glob
+import json
+import os
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from dl_perception import models, tensor_preprocess
+from dl_perception.checkpoint import CheckpointError, read_metadata
+from dl_perception.core.preprocessing import (PreprocessSpec, preprocessing_mismatch,
+                                              require_preprocessing)
+from dl_perception.imaging import DecodedImage, to_rgb8
+from dl_perception.models.specs import PREPROCESSING, preprocessing_spec
+from dl_perception.paths import resolve_weights
+from torch_threads import one_torch_thread  # noqa: F401
+
+# configurations beside the cpu presets that take the other branches of each pipeline: frames
+# smaller than the input (enlarging), a view crop, larger inputs
+CONFIGS = [
+    ("dronet", {}), ("dronet", {"resize_to": [200, 210], "crop_size": 120}),
+    ("lift", {}),
+    ("netvlad", {}), ("netvlad", {"resize_to": [96, 160]}),
+    ("posenet", {}), ("posenet", {"resize_short": 256, "crop": [224, 224]}),
+    ("depth", {}), ("depth", {"view_crop": 0.8, "input_size": [192, 144]}),
+]
+
+
+@pytest.fixture(scope="module")
+def real_frames(shared_data):
+    """Real frames: TUM office (640x480 colour, as bgr8 and as mono16), Udacity (324x244 grey
+    JPEG, as rgb8), a 137x90 crop of Strecha (smaller than every input: enlarging)."""
+    paths = [sorted(glob.glob(os.path.join(shared_data, "tum_fr3_long_office", "rgb", "*.png")))[0],
+             sorted(glob.glob(os.path.join(shared_data, "udacity_hmb3", "*.jpg")))[0],
+             sorted(glob.glob(os.path.join(shared_data, "strecha_mvs", "fountain-P11", "images", "*")))[0]]
+    bgr = [cv2.imread(p, cv2.IMREAD_COLOR) for p in paths]
+    assert all(image is not None for image in bgr), paths
+    gray = cv2.cvtColor(bgr[0], cv2.COLOR_BGR2GRAY)
+    return [DecodedImage(bgr[0], "bgr8"), DecodedImage(gray.astype(np.uint16) * 257 + 3, "mono16"),
+            DecodedImage(cv2.cvtColor(bgr[1], cv2.COLOR_BGR2RGB), "rgb8"),
+            DecodedImage(np.ascontiguousarray(bgr[2][100:190, 200:337]), "bgr8")]
+
+
+@pytest.mark.parametrize("name,overrides", CONFIGS)
+def test_host_and_device_equal_the_models_own_preprocessing(name, overrides, real_frames):
+    model = models.create(name, **overrides)
+    spec = preprocessing_spec(model)
+    for image in real_frames:
+        expected = model.preprocess(image)
+        got = spec.host(image)
+        assert got.dtype == expected.dtype and torch.equal(got, expected), (name, image.encoding)
+        assert got.shape[-1:-3:-1] == spec.input_size(image.width, image.height)
+    for image in real_frames[::2]:  # a batch of two frames, and an enlarging one
+        rgb = to_rgb8(image.pixels, image.encoding)
+        uploaded = tensor_preprocess.upload([rgb, rgb[::-1].copy()], torch.device("cpu"))
+        on_device = spec.device(uploaded)
+        assert torch.equal(on_device, model.preprocess_tensor(uploaded)), (name, image.encoding)
+        difference = (on_device[:1] - spec.host(DecodedImage(rgb, "rgb8"))).abs()
+        assert float(difference.mean()) < 0.4 / 255
+        resized = spec.resized_size(image.width, image.height)
+        if spec.interpolation != "area" or (resized[0] <= image.width and resized[1] <= image.height):
+            assert float(difference.max()) <= 1.0 / 255 + 1e-6  # OpenCV's fixed-point rounding
+        # else: enlarging with "area" (OpenCV: bilinear-like; tensor_preprocess: cell overlap)
+        # differs by up to 8 levels at a few pixels, in the models' own two paths alike
+
+
+def test_empty_frames_are_a_counted_reason_not_an_opencv_error():
+    from dl_perception.imaging import ImageDecodeError
+    spec = PreprocessSpec(color="rgb", resize="fixed", size=(32, 24), interpolation="area")
+    with pytest.raises(ImageDecodeError) as error:
+        spec.host(DecodedImage(np.zeros((0, 5, 3), np.uint8), "rgb8"))
+    assert error.value.reason == "empty"
+
+
+def test_invalid_specs_are_refused_with_every_problem_named():
+    with pytest.raises(ValueError, match="color 'hsv'.*needs a crop"):
+        PreprocessSpec(color="hsv", resize="cover", size=(10, 10))
+    with pytest.raises(ValueError, match="view"):
+        PreprocessSpec(color="rgb", resize="cover", size=(10, 10), crop=(10, 10), view=1.5)
+
+
+def test_stored_spec_round_trips_and_a_difference_is_named():
+    spec = preprocessing_spec(models.create("posenet"))
+    stored = spec.to_metadata()
+    assert preprocessing_mismatch(stored, spec) == []
+    other = preprocessing_spec(models.create("posenet", crop=[128, 96]))
+    assert preprocessing_mismatch(stored, other) == ["crop: (144, 112) vs (128, 96)"]
+    assert "unknown fields" in preprocessing_mismatch({**stored, "gamma": 2.2}, spec)[0]
+    assert "version" in preprocessing_mismatch({**stored, "spec_version": 99}, spec)[0]
+    with pytest.raises(CheckpointError, match=r"posenet.safetensors: preprocessing .*crop: \(144, 112\)"):
+        require_preprocessing(stored, other, "posenet.safetensors")
+    require_preprocessing(stored, spec, "posenet.safetensors")
+
+
+@pytest.mark.parametrize("name", sorted(models.MODEL_MODULES))
+def test_shipped_checkpoints_prose_agrees_with_their_spec(name):
+    """Checkpoints from before the spec store prose; where it states a colour, size, crop or
+    view it must agree with the spec of the config they hold (else loading them is an error)."""
+    metadata = read_metadata(resolve_weights(name, ""))
+    config = models.model_class(name).Config(**json.loads(metadata["config"]))
+    spec, stored = PREPROCESSING[name](config), json.loads(metadata["preprocessing"])
+    assert preprocessing_mismatch(stored, spec) == []
+    flipped = {**stored, "color": "rgb" if stored["color"] == "gray" else "gray"}
+    assert preprocessing_mismatch(flipped, spec) == ["color: 'rgb' vs 'gray'" if spec.color == "gray"
+                                                     else "color: 'gray' vs 'rgb'"]
+
+
+def test_network_input_stage_luma_and_standardisation(real_frames):
+    """NetVLAD's cpu preset (grey backbone, each image standardised) stated by the spec and run
+    by its NetworkInput: luma as OpenCV's RGB2GRAY, zero mean and unit spread per image, a flat
+    image flat; a stored spec or legacy prose with another input stage is named on load."""
+    spec = preprocessing_spec(models.create("netvlad"))
+    assert (spec.channels, spec.normalize, spec.mean) == ("luma", "image", None)
+    rgb = to_rgb8(real_frames[0].pixels, real_frames[0].encoding)
+    batch = spec.host(DecodedImage(rgb, "rgb8"))
+    luma = PreprocessSpec(color="rgb", channels="luma").network_input()(batch)
+    opencv = cv2.cvtColor(np.ascontiguousarray((batch[0].permute(1, 2, 0) * 255).round()
+                                               .byte().numpy()), cv2.COLOR_RGB2GRAY)
+    assert luma.shape == (1, 1, 96, 128)
+    assert float((luma[0, 0] * 255 - torch.from_numpy(opencv).float()).abs().max()) <= 1.0
+    standardised = spec.network_input()(torch.cat([batch, 0.8 * batch + 0.1]))
+    # gain and offset go (up to the epsilon that keeps a flat image flat)
+    assert float((standardised[0] - standardised[1]).abs().max()) < 0.05 * float(
+        standardised[0].abs().max())
+    assert abs(float(standardised.mean())) < 1e-4 and 0.85 < float(standardised.std()) < 1.0
+    assert float(spec.network_input()(torch.full((1, 3, 8, 8), 0.7)).abs().max()) < 1e-4
+    fixed = preprocessing_spec(models.create("netvlad", preset="paper"))
+    assert (fixed.channels, fixed.normalize, len(fixed.mean)) == ("as_is", "fixed", 3)
+    assert preprocessing_mismatch(spec.to_metadata(), fixed)[-4:] == [
+        "channels: 'luma' vs 'as_is'", "normalize: 'image' vs 'fixed'",
+        f"mean: None vs {fixed.mean!r}", f"std: None vs {fixed.std!r}"]
+    prose = {"color": "grey (BT.601 luma of rgb)", "resize_to_wh": [128, 96],
+             "normalize": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    assert preprocessing_mismatch(prose, spec) == [
+        "normalize: 'fixed' vs 'image'", "mean: (0.5, 0.5, 0.5) vs None",
+        "std: (0.25, 0.25, 0.25) vs None"]
+    missing = {k: v for k, v in spec.to_metadata().items() if k != "normalize"}
+    assert "missing fields ['normalize']" in preprocessing_mismatch(missing, spec)[0]
+    with pytest.raises(ValueError, match="luma' needs color 'rgb'.*go together"):
+        PreprocessSpec(color="gray", channels="luma", normalize="fixed")
