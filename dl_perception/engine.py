@@ -7,7 +7,8 @@ mode in the precision and memory format chosen for it; outputs come back as floa
 
 Choices per model are measured, not assumed (`Engine.calibrate`): reduced precision (bf16 on the
 CPU, fp16 on CUDA) and channels_last are kept only where they are faster and the outputs stay
-within half the tolerance of fp32 on the calibration batch (`output_deviation`). On the CPU, frames are also spread over worker
+within half the tolerance of fp32 on the calibration batch (the network's output schema,
+models/outputs.py). On the CPU, frames are also spread over worker
 threads, each with its share of the cores: small networks use two cores poorly (measured: LIFT
 runs 1.35x faster on two threads than on one), two frames side by side use them fully.
 
@@ -29,8 +30,8 @@ from . import tensor_preprocess
 from .device import REDUCED_PRECISION, select_device
 from .imaging import DecodedImage
 from .models.base import PerceptionModel
+from .models.specs import output_schema
 
-KEYPOINT_MATCH_PX = 1.0
 CALIBRATION_MARGIN = 0.5
 
 
@@ -57,54 +58,6 @@ class ModelPlan:
     execution: dict = dataclasses.field(default_factory=dict)  # the model's execution choices
     deviation: float = 0.0  # of the chosen variant against fp32
     candidates: list = dataclasses.field(default_factory=list)  # every variant measured
-
-
-def output_deviation(reference: dict, candidate: dict,
-                     dense_tolerance: float = EngineOptions.dense_tolerance) -> tuple[float, str]:
-    """How far `candidate` outputs are from `reference` (one frame or one batch), and the kind of
-    measure: "keypoints": the share of reference keypoints without a candidate keypoint within
-    1 px whose descriptor is within `dense_tolerance` (max |difference|) of theirs;
-    "dense": the largest max |difference| / max(1, max |reference|) over the floating outputs,
-    i.e. absolute for outputs within +-1 (probabilities, steering, unit descriptors, quaternions)
-    and relative for larger ones (positions, depth in metres)."""
-    if "keypoints" in reference:
-        ref, got = reference["keypoints"].float(), candidate["keypoints"].float()
-        if len(ref) == 0:
-            return (0.0 if len(got) == 0 else 1.0), "keypoints"
-        if len(got) == 0:
-            return 1.0, "keypoints"
-        nearest, index = torch.cdist(ref, got).min(dim=1)
-        matched = nearest <= KEYPOINT_MATCH_PX
-        if "descriptors" in reference and "descriptors" in candidate:
-            apart = (reference["descriptors"].float() - candidate["descriptors"].float()[index])
-            matched &= apart.abs().amax(dim=1) <= dense_tolerance
-        return float((~matched).float().mean()), "keypoints"
-    worst = 0.0
-    for key, value in reference.items():
-        if not torch.is_floating_point(value) or key not in candidate:
-            continue
-        other = candidate[key].float()
-        if other.shape != value.shape:
-            return float("inf"), "dense"
-        value = value.detach().float()
-        scale = max(float(value.abs().max()), 1.0)
-        worst = max(worst, float((value - other.detach()).abs().max()) / scale)
-    return worst, "dense"
-
-
-def deviation_over_frames(reference: list[dict], candidate: list[dict],
-                          dense_tolerance: float = EngineOptions.dense_tolerance) -> tuple[float, str]:
-    """`output_deviation` over many frames: dense outputs stacked first (the scale is their
-    range over all frames); keypoints: the mean per frame."""
-    if "keypoints" in reference[0]:
-        return float(np.mean([output_deviation(r, c, dense_tolerance)[0]
-                              for r, c in zip(reference, candidate)])), "keypoints"
-    stacked_ref, stacked_got = {}, {}
-    for key, value in reference[0].items():
-        if torch.is_tensor(value) and torch.is_floating_point(value):
-            stacked_ref[key] = torch.cat([r[key].float().reshape(-1) for r in reference])
-            stacked_got[key] = torch.cat([c[key].float().reshape(-1) for c in candidate])
-    return output_deviation(stacked_ref, stacked_got)
 
 
 def _to_host(outputs: dict) -> dict:
@@ -280,7 +233,9 @@ class Engine:
 
         def measure(plan: ModelPlan, timed=None):
             seconds, outputs = timed or self._time(name, sample, plan, repeats)
-            deviation, kind = deviation_over_frames(reference, outputs, opts.dense_tolerance)
+            schema = output_schema(model)
+            deviation = schema.deviation_over_frames(reference, outputs, opts.dense_tolerance)
+            kind = schema.kind
             # half the tolerance: one calibration batch under-samples the stream
             limit = CALIBRATION_MARGIN * (opts.keypoint_tolerance if kind == "keypoints"
                                           else opts.dense_tolerance)

@@ -22,7 +22,8 @@ import numpy as np
 import torch
 
 from . import models
-from .engine import Engine, EngineOptions, deviation_over_frames
+from .engine import Engine, EngineOptions
+from .models.specs import output_schema
 from .imaging import DecodedImage
 from .paths import shipped_weights
 
@@ -218,9 +219,11 @@ def compare_outputs(reference: list[dict], candidate: list[dict], engine: Engine
     unmatched share per frame), and whether it is within the engine's tolerance."""
     report = {}
     for name in engine.models:
-        deviation, kind = deviation_over_frames([r[name] for r in reference],
-                                                [c[name] for c in candidate],
-                                                engine.options.dense_tolerance)
+        schema = output_schema(engine.models[name])
+        deviation = schema.deviation_over_frames([r[name] for r in reference],
+                                                 [c[name] for c in candidate],
+                                                 engine.options.dense_tolerance)
+        kind = schema.kind
         limit = (engine.options.keypoint_tolerance if kind == "keypoints"
                  else engine.options.dense_tolerance)
         report[name] = {"deviation": deviation, "kind": kind, "tolerance": limit,

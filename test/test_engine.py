@@ -10,7 +10,8 @@ import torch
 from dl_perception import models, tensor_preprocess
 from dl_perception.bench import synthetic_frames
 from dl_perception.cli import main
-from dl_perception.engine import Engine, EngineOptions, deviation_over_frames, output_deviation
+from dl_perception.engine import Engine, EngineOptions
+from dl_perception.models.outputs import DenseOutputs, KeypointOutputs
 from dl_perception.imaging import DecodedImage
 from dl_perception.stack_bench import (STACK, compare_outputs, find_peak, run_engine_at_rate,
                                        run_naive)
@@ -58,22 +59,21 @@ def test_area_resampling_equals_opencv_for_fractional_factors():
         assert np.abs(got - expected.astype(np.float32)).max() <= 1.0
 
 
-def test_output_deviation_measures():
+def test_output_schema_measures():
+    dense = DenseOutputs()
     reference = {"x": torch.tensor([1.0, -2.0]), "count": torch.tensor([3])}
-    assert output_deviation(reference, {"x": torch.tensor([1.0, -2.0]), "count": torch.tensor([4])}) \
-        == (0.0, "dense")
-    deviation, _ = output_deviation(reference, {"x": torch.tensor([1.2, -2.0])})
-    assert deviation == pytest.approx(0.1)  # relative above 1 ...
-    deviation, _ = output_deviation({"p": torch.tensor([0.01])}, {"p": torch.tensor([0.02])})
-    assert deviation == pytest.approx(0.01)  # ... absolute below
-    assert output_deviation(reference, {"x": torch.zeros(3)})[0] == float("inf")
+    assert dense.deviation(reference, {"x": torch.tensor([1.0, -2.0]), "count": torch.tensor([4])}) == 0.0
+    assert dense.deviation(reference, {"x": torch.tensor([1.2, -2.0])}) == pytest.approx(0.1)  # relative above 1 ...
+    assert dense.deviation({"p": torch.tensor([0.01])}, {"p": torch.tensor([0.02])}) \
+        == pytest.approx(0.01)  # ... absolute below
+    assert dense.deviation(reference, {"x": torch.zeros(3)}) == float("inf")
     points = {"keypoints": torch.tensor([[0.0, 0.0], [10.0, 10.0]])}
-    assert output_deviation(points, {"keypoints": torch.tensor([[0.5, 0.0], [30.0, 30.0]])}) \
-        == (0.5, "keypoints")
+    assert KeypointOutputs().deviation(points, {"keypoints": torch.tensor([[0.5, 0.0], [30.0, 30.0]])},
+                                       0.02) == 0.5
     # over frames, the scale is the range of the whole run, not one frame's value
     small = [{"y": torch.tensor([1.0])}, {"y": torch.tensor([4.0])}]
     shifted = [{"y": torch.tensor([1.2])}, {"y": torch.tensor([4.0])}]
-    assert deviation_over_frames(small, shifted)[0] == pytest.approx(0.05)
+    assert dense.deviation_over_frames(small, shifted) == pytest.approx(0.05)
 
 
 @pytest.mark.parametrize("preprocess", ["host", "device"])
@@ -133,8 +133,8 @@ def test_keypoint_deviation_counts_changed_descriptors():
                  "descriptors": torch.tensor([[1.0, 0.0], [0.0, 1.0]])}
     same_place = {"keypoints": reference["keypoints"].clone(),
                   "descriptors": torch.tensor([[1.0, 0.0], [0.6, 0.8]])}
-    assert output_deviation(reference, same_place, dense_tolerance=0.02) == (0.5, "keypoints")
-    assert output_deviation(reference, same_place, dense_tolerance=0.7)[0] == 0.0
+    assert KeypointOutputs().deviation(reference, same_place, 0.02) == 0.5
+    assert KeypointOutputs().deviation(reference, same_place, 0.7) == 0.0
 
 
 def test_fixed_rate_mode_counts_drops_only_when_overloaded():

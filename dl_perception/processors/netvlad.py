@@ -28,6 +28,37 @@ def stamp_seconds(stamp) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
+def place_columns(database: PlaceDatabase, scores: np.ndarray, indices: np.ndarray) -> dict:
+    """PointCloud2 columns of ranked database places (the matches and loop_closures layout)."""
+    positions = database.positions[indices].astype(np.float32)
+    quaternions = database.quaternions[indices].astype(np.float32)
+    return {"rank": np.arange(len(indices), dtype=np.uint32),
+            "db_index": indices.astype(np.uint32), "score": scores.astype(np.float32),
+            "x": positions[:, 0], "y": positions[:, 1], "z": positions[:, 2],
+            "qx": quaternions[:, 0], "qy": quaternions[:, 1], "qz": quaternions[:, 2],
+            "qw": quaternions[:, 3]}
+
+
+class OdometryHistory:
+    """The latest odometry poses; `pose_at(t)` interpolates them (NaN when none is near t)."""
+
+    def __init__(self, length: int = 400, max_gap: float = 0.5):
+        self.poses: collections.deque = collections.deque(maxlen=length)
+        self.max_gap = max_gap
+
+    def add(self, stamp: float, odometry) -> None:
+        pose = odometry.pose.pose
+        self.poses.append((stamp, [pose.position.x, pose.position.y, pose.position.z],
+                           [pose.orientation.x, pose.orientation.y, pose.orientation.z,
+                            pose.orientation.w]))
+
+    def pose_at(self, stamp: float) -> tuple[np.ndarray, np.ndarray]:
+        if not self.poses:
+            return np.full(3, np.nan), np.full(4, np.nan)
+        stamps, positions, quaternions = zip(*self.poses)
+        return PoseTrack(stamps, positions, quaternions, self.max_gap).at(stamp)
+
+
 @dataclass(frozen=True)
 class PlaceResult:
     scores: np.ndarray  # best first, found places only
@@ -59,7 +90,7 @@ class NetVLADProcessor(FrameProcessor):
             keyframe_distance=self.param("keyframe_distance"),
             keyframe_period=self.param("keyframe_period"),
             revisit_min_score=self.param("revisit_min_score")) if self.param("online") else None
-        self._odometry: collections.deque = collections.deque(maxlen=400)
+        self.odometry = OdometryHistory()
         self.no_match_frames = 0
 
     def side_inputs(self) -> dict[str, str]:
@@ -70,19 +101,9 @@ class NetVLADProcessor(FrameProcessor):
     def observe(self, topic: str, message) -> None:
         if topic not in self.side_inputs():
             super().observe(topic, message)
-        pose = message.pose.pose
-        self._odometry.append((stamp_seconds(message.header.stamp),
-                               [pose.position.x, pose.position.y, pose.position.z],
-                               [pose.orientation.x, pose.orientation.y, pose.orientation.z,
-                                pose.orientation.w]))
+        self.odometry.add(stamp_seconds(message.header.stamp), message)
         if len(self.database) == 0 and message.header.frame_id:
             self.database.frame_id = message.header.frame_id
-
-    def _pose_at(self, stamp: float) -> tuple[np.ndarray, np.ndarray]:
-        if not self._odometry:
-            return np.full(3, np.nan), np.full(4, np.nan)
-        stamps, positions, quaternions = zip(*self._odometry)
-        return PoseTrack(stamps, positions, quaternions, max_gap=0.5).at(stamp)
 
     def run(self, image, stamp: float) -> PlaceResult:
         """`stamp`: the frame's time in seconds (keyframe times, odometry lookup)."""
@@ -90,7 +111,7 @@ class NetVLADProcessor(FrameProcessor):
         k = self.param("top_k")
         revisit = None
         if self.online is not None:
-            position, quaternion = self._pose_at(stamp)
+            position, quaternion = self.odometry.pose_at(stamp)
             scores, indices, revisit, _ = self.online.observe(descriptor[0], stamp, k, position,
                                                               quaternion)
         else:
@@ -103,15 +124,6 @@ class NetVLADProcessor(FrameProcessor):
                 f"revisit: frame at {stamp:.2f} s matches place {revisit.db_index} of "
                 f"{revisit.db_stamp:.2f} s (score {revisit.score:.3f})")
         return PlaceResult(scores[found], indices[found], revisit)
-
-    def columns(self, scores: np.ndarray, indices: np.ndarray) -> dict:
-        positions = self.database.positions[indices].astype(np.float32)
-        quaternions = self.database.quaternions[indices].astype(np.float32)
-        return {"rank": np.arange(len(indices), dtype=np.uint32),
-                "db_index": indices.astype(np.uint32), "score": scores.astype(np.float32),
-                "x": positions[:, 0], "y": positions[:, 1], "z": positions[:, 2],
-                "qx": quaternions[:, 0], "qy": quaternions[:, 1], "qz": quaternions[:, 2],
-                "qw": quaternions[:, 3]}
 
     def place_pose(self, index: int, out_header):
         """The pose of database place `index`, with the configured uncertainty (a large one
@@ -127,13 +139,13 @@ class NetVLADProcessor(FrameProcessor):
     def messages(self, result: PlaceResult, header) -> list[Output]:
         out_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), self.database.frame_id)
         outputs = [Output(MATCHES_TOPIC, rosmsg.pointcloud2(
-            self.columns(result.scores, result.indices), out_header))]
+            place_columns(self.database, result.scores, result.indices), out_header))]
         best = result.indices[0] if len(result.indices) else None
         if best is not None and np.isfinite(self.database.positions[best]).all():
             outputs.append(Output(POSE_TOPIC, self.place_pose(best, out_header)))
         if result.revisit is not None:
             revisit = result.revisit
-            columns = self.columns(np.array([revisit.score]), np.array([revisit.db_index]))
+            columns = place_columns(self.database, np.array([revisit.score]), np.array([revisit.db_index]))
             columns["db_stamp"] = np.array([revisit.db_stamp], np.float64)
             outputs.append(Output(LOOP_TOPIC, rosmsg.pointcloud2(columns, out_header)))
         return outputs

@@ -18,6 +18,7 @@ from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
 from ..geometry import backproject
+from ..processors.depth import usable_intrinsics
 from .messages import image_msg, pointcloud2_msg
 from .node_base import ModelNode
 from .params import Param
@@ -52,25 +53,10 @@ class DepthNode(ModelNode):
     def intrinsics_for(self, width: int, height: int) -> CameraInfo | None:
         """The latest camera_info when it describes a width x height image, else None (counted,
         warned about and reported)."""
-        info = self.camera_info
-        if info is None:
-            self.camera_info_status = "missing"
-        elif (info.width, info.height) != (width, height):
-            self.camera_info_status = (f"mismatch: camera_info {info.width}x{info.height}, "
-                                       f"images {width}x{height}")
-            self.counters["camera_info_mismatch"] += 1
-            self.get_logger().warning(
-                f"camera/camera_info is for {info.width}x{info.height} images but the images are "
-                f"{width}x{height}: not used (no intrinsics on the depth camera_info, no points)",
-                throttle_duration_sec=5.0)
-            return None
-        elif info.k[0] <= 0 or info.k[4] <= 0:
-            self.camera_info_status = "uncalibrated (K is zero)"
-        else:
-            self.camera_info_status = "ok"
-            return info
-        self.counters["frames_without_intrinsics"] += 1
-        return None
+        info, self.camera_info_status = usable_intrinsics(
+            self.camera_info, width, height, self.counters,
+            lambda text: self.get_logger().warning(text, throttle_duration_sec=5.0))
+        return info
 
     def process(self, image, header) -> None:
         log_depth = self.infer(image)["log_depth"][0, 0].float().cpu().numpy()

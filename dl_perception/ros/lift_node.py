@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import math
 
-import cv2
-import numpy as np
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, PointCloud2
 
 from ..imaging import to_rgb8
 from ..models.lift import LIFT, DetectionSettings
+from ..processors.lift import draw_overlay, feature_columns
 from .messages import image_msg, pointcloud2_msg
 from .node_base import ModelNode
 from .params import Param
@@ -31,32 +30,6 @@ def _positive_list(value) -> str | None:
     if not values or any(not math.isfinite(v) or v <= 0 for v in values):
         return f"needs one or more positive factors, got {values}"
     return None
-
-
-def feature_columns(out: dict) -> dict[str, np.ndarray]:
-    """The model's outputs as the PointCloud2 columns docs/interfaces.md fixes."""
-    keypoints = out["keypoints"].cpu().numpy().astype(np.float32).reshape(-1, 2)
-    return {
-        "u": keypoints[:, 0].copy(),
-        "v": keypoints[:, 1].copy(),
-        "scale": out["scales"].cpu().numpy().astype(np.float32),
-        "orientation": out["orientations"].cpu().numpy().astype(np.float32),
-        "score": out["scores"].cpu().numpy().astype(np.float32),
-        "descriptor": out["descriptors"].cpu().numpy().astype(np.float32).reshape(-1, 128),
-    }
-
-
-def draw_overlay(rgb: np.ndarray, columns: dict) -> np.ndarray:
-    """Circles of radius 2 sigma with a tick along the orientation."""
-    canvas = np.ascontiguousarray(rgb.copy())
-    for u, v, scale, angle in zip(columns["u"], columns["v"], columns["scale"],
-                                  columns["orientation"]):
-        radius = max(2.0, 2.0 * float(scale))
-        centre = (int(round(u)), int(round(v)))
-        tip = (int(round(u + radius * math.cos(angle))), int(round(v + radius * math.sin(angle))))
-        cv2.circle(canvas, centre, int(round(radius)), (0, 255, 0), 1, cv2.LINE_AA)
-        cv2.line(canvas, centre, tip, (255, 0, 0), 1, cv2.LINE_AA)
-    return canvas
 
 
 class LIFTNode(ModelNode):

@@ -5,7 +5,6 @@
 revisit, published on `/dl_perception/place/loop_closures`."""
 from __future__ import annotations
 
-import collections
 
 import numpy as np
 from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -14,7 +13,7 @@ from sensor_msgs.msg import PointCloud2
 
 from ..place.database import PlaceDatabase, model_fingerprint
 from ..place.online import OnlinePlaces
-from ..place.sources import PoseTrack
+from ..processors.netvlad import OdometryHistory, place_columns
 from .messages import header as make_header
 from .messages import pointcloud2_msg, stamp_to_seconds
 from .node_base import ModelNode
@@ -62,7 +61,7 @@ class NetVLADNode(ModelNode):
             keyframe_distance=self.params["keyframe_distance"],
             keyframe_period=self.params["keyframe_period"],
             revisit_min_score=self.params["revisit_min_score"]) if self.params["online"] else None
-        self._odometry: collections.deque = collections.deque(maxlen=400)
+        self.odometry = OdometryHistory()
         if self.online is not None:
             self.create_subscription(Odometry, self.params["odometry_topic"],
                                      self._on_odometry, 50)
@@ -78,19 +77,9 @@ class NetVLADNode(ModelNode):
                                + (", online" if self.online is not None else ""))
 
     def _on_odometry(self, msg: Odometry) -> None:
-        pose = msg.pose.pose
-        self._odometry.append((stamp_to_seconds(msg.header.stamp),
-                               [pose.position.x, pose.position.y, pose.position.z],
-                               [pose.orientation.x, pose.orientation.y, pose.orientation.z,
-                                pose.orientation.w]))
+        self.odometry.add(stamp_to_seconds(msg.header.stamp), msg)
         if len(self.database) == 0 and msg.header.frame_id:
             self.database.frame_id = msg.header.frame_id
-
-    def _pose_at(self, stamp: float) -> tuple[np.ndarray, np.ndarray]:
-        if not self._odometry:
-            return np.full(3, np.nan), np.full(4, np.nan)
-        stamps, positions, quaternions = zip(*self._odometry)
-        return PoseTrack(stamps, positions, quaternions, max_gap=0.5).at(stamp)
 
     def process(self, image, header) -> None:
         descriptor = self.infer(image)["descriptor"].float().cpu().numpy()
@@ -98,7 +87,7 @@ class NetVLADNode(ModelNode):
         k = self.params["top_k"]
         revisit = None
         if self.online is not None:
-            position, quaternion = self._pose_at(stamp)
+            position, quaternion = self.odometry.pose_at(stamp)
             scores, indices, revisit, _ = self.online.observe(descriptor[0], stamp, k, position,
                                                               quaternion)
         else:
@@ -108,25 +97,16 @@ class NetVLADNode(ModelNode):
         if len(indices) == 0:
             self.no_match_frames += 1
         out_header = make_header(header.stamp, self.database.frame_id)
-        self.publish(self.matches_pub, pointcloud2_msg(self._columns(scores, indices), out_header))
+        self.publish(self.matches_pub, pointcloud2_msg(place_columns(self.database, scores, indices), out_header))
         if len(indices) and np.isfinite(self.database.positions[indices[0]]).all():
             self.publish(self.pose_pub, self._pose(indices[0], out_header))
         if revisit is not None:
-            columns = self._columns(np.array([revisit.score]), np.array([revisit.db_index]))
+            columns = place_columns(self.database, np.array([revisit.score]), np.array([revisit.db_index]))
             columns["db_stamp"] = np.array([revisit.db_stamp], np.float64)
             self.publish(self.loop_pub, pointcloud2_msg(columns, out_header))
             self.get_logger().info(f"revisit: frame at {stamp:.2f} s matches place "
                                    f"{revisit.db_index} of {revisit.db_stamp:.2f} s "
                                    f"(score {revisit.score:.3f})", throttle_duration_sec=1.0)
-
-    def _columns(self, scores: np.ndarray, indices: np.ndarray) -> dict:
-        positions = self.database.positions[indices].astype(np.float32)
-        quaternions = self.database.quaternions[indices].astype(np.float32)
-        return {"rank": np.arange(len(indices), dtype=np.uint32),
-                "db_index": indices.astype(np.uint32), "score": scores.astype(np.float32),
-                "x": positions[:, 0], "y": positions[:, 1], "z": positions[:, 2],
-                "qx": quaternions[:, 0], "qy": quaternions[:, 1], "qz": quaternions[:, 2],
-                "qw": quaternions[:, 3]}
 
     def _pose(self, index: int, out_header) -> PoseWithCovarianceStamped:
         msg = PoseWithCovarianceStamped(header=out_header)
