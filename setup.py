@@ -1,4 +1,6 @@
 """dl_perception: an ament_python ROS 2 package that is also pip-installable."""
+import os
+import runpy
 from glob import glob
 
 from setuptools import find_packages, setup
@@ -18,11 +20,11 @@ ROS_WHEELS = [
     "ros-visualization-msgs",
 ]
 
-# every node executable runs dl_perception.ros.entry:main, which starts the node its name says
-# (entry.py installs the stop-signal handlers before the node's heavy imports)
-NODES = {name: "dl_perception.ros.entry:main" for name in (
-    "dronet_node", "dronet_control_node", "camera_node", "sim_node", "stack_node", "lift_node",
-    "vo_node", "netvlad_node", "posenet_node", "depth_node")}
+# the console scripts come from the registry (every node executable runs
+# dl_perception.ros.entry:main, which starts the node its name says), read by path: nothing of
+# the package is installed yet
+REGISTRY = runpy.run_path(os.path.join(os.path.dirname(os.path.abspath(__file__)), PACKAGE,
+                                       "registry.py"))
 
 setup(
     name=PACKAGE,
@@ -70,8 +72,7 @@ setup(
                  "lark>=1.1", "catkin-pkg>=1.0"],
     },
     entry_points={
-        "console_scripts": [f"{name}={target}" for name, target in NODES.items()]
-        + ["dl-perception=dl_perception.cli:console"],
+        "console_scripts": REGISTRY["console_scripts"](),
     },
     zip_safe=False,
 )

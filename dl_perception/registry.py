@@ -1,13 +1,14 @@
 """The one registry of the stack: every network (its model module, its frame processor, the node
 that runs it) and every other ROS executable. setup.py's console scripts, the launcher's node
 map, stack_node's hosted defaults, the model and processor maps and the docs tables are derived
-from it (test_registry.py checks that the copies kept elsewhere until phase B agree).
+from it (test_registry.py checks that they agree).
 
 Plain data and the standard library only, no package imports: setup.py reads it by path
 (`runpy.run_path("dl_perception/registry.py")`) before anything is installed.
 
-Adding a network is one `Network(...)` line here (docs/architecture.md, "Adding a sixth
-network").
+Adding a network is its model file, its processor (when its output is new) and one
+`Network(...)` line here: its node is generated from the processor (docs/architecture.md,
+"Adding a sixth network").
 """
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from dataclasses import dataclass
 
 PACKAGE = "dl_perception"
 CLI = "dl-perception=dl_perception.cli:console"
+NODE_ENTRY = "dl_perception.ros.entry:main"
 
 
 @dataclass(frozen=True)
 class Network:
     name: str  # the model's registry name (checkpoint metadata "model")
     node: str  # executable and node name
-    node_class: str  # class in dl_perception.ros.<node>
+    node_class: str  # name of its node class (ros/nodes.py makes it from the processor)
     summary: str  # one line for the docs tables
     hosted_by_default: bool = True  # stack_node hosts it when `nodes` is not set
 
@@ -35,7 +37,7 @@ class Network:
 
     @property
     def node_module(self) -> str:
-        return f"{PACKAGE}.ros.{self.node}"
+        return f"{PACKAGE}.ros.nodes"
 
 
 @dataclass(frozen=True)
@@ -85,12 +87,11 @@ def node_classes() -> dict[str, str]:
     return {each.node: f"{each.node_module}:{each.node_class}" for each in NETWORKS + EXECUTABLES}
 
 
-def console_scripts(target: str = "{module}:main") -> list[str]:
-    """setup.py's console_scripts. `target` formats each node's entry point from its module
-    (today every node module has `main`; the ros branch's single entry point is
-    "dl_perception.ros.entry:main")."""
-    return [f"{node}={target.format(module=module.split(':')[0])}"
-            for node, module in node_classes().items()] + [CLI]
+def console_scripts() -> list[str]:
+    """setup.py's console_scripts: every node executable runs the one entry point, which starts
+    the node its name says (entry.py installs the stop-signal handlers before the node's heavy
+    imports), and the CLI."""
+    return [f"{node}={NODE_ENTRY}" for node in node_classes()] + [CLI]
 
 
 def model_modules() -> dict[str, str]:

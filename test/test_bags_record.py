@@ -25,7 +25,7 @@ from dl_perception.bags import BagReader, BagWriter  # noqa: E402
 from dl_perception.bags.from_images import images_to_bag  # noqa: E402
 from dl_perception.bags.process import process_bag  # noqa: E402
 from dl_perception.processors.dronet import COLLISION_TOPIC, STEERING_TOPIC  # noqa: E402
-from dl_perception.ros.dronet_node import DroNetNode  # noqa: E402
+from dl_perception.ros.nodes import DroNetNode  # noqa: E402
 from dl_perception.ros.record import Recorder  # noqa: E402
 
 BIN = os.path.dirname(sys.executable)

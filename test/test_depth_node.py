@@ -19,7 +19,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from dl_perception import models  # noqa: E402
 from dl_perception.imaging import DecodedImage, image_to_numpy  # noqa: E402
 from dl_perception.pointcloud import unpack  # noqa: E402
-from dl_perception.ros.depth_node import DepthNode  # noqa: E402
+from dl_perception.ros.nodes import DepthNode  # noqa: E402
 from dl_perception.ros.messages import camera_info_msg, header, image_msg  # noqa: E402
 from dl_perception.synthetic import SyntheticCorridor  # noqa: E402
 
@@ -68,7 +68,7 @@ def _setup(weights, **params):
 def _give_camera_info(executor, node, probe, width, height, f=160.0):
     info = camera_info_msg(width, height, f, f, width / 2, height / 2, probe.header())
     assert spin_until(executor, lambda: probe.info_pub.publish(info) or (
-        node.camera_info is not None and node.camera_info.width == width), timeout=5.0)
+        node.processor.camera_info is not None and node.processor.camera_info.width == width), timeout=5.0)
     return info
 
 
@@ -108,7 +108,8 @@ def test_depth_image_camera_info_and_points(ros, weights):
     assert np.allclose(points["z"], z, rtol=1e-6)
     assert np.allclose(points["x"], (u.reshape(-1) - 160.0) / 160.0 * z, rtol=1e-5, atol=1e-5)
     assert np.allclose(points["y"], (v.reshape(-1) - 120.0) / 160.0 * z, rtol=1e-5, atol=1e-5)
-    assert node.counters["points_published"] == 1 and node.camera_info_status == "ok"
+    depth = node.processor
+    assert depth.counters["points_published"] == 1 and depth.camera_info_status == "ok"
 
 
 def test_camera_info_of_another_size_is_reported_not_used(ros, weights):
@@ -116,7 +117,7 @@ def test_camera_info_of_another_size_is_reported_not_used(ros, weights):
     _give_camera_info(executor, node, probe, 640, 480)
     assert _send(executor, probe, image_msg(np.full((240, 320, 3), 90, np.uint8), "rgb8",
                                             probe.header()), 1)
-    assert node.counters["camera_info_mismatch"] >= 1
+    assert node.processor.counters["camera_info_mismatch"] >= 1
     info = probe.info[-1]
     assert (info.width, info.height) == (320, 240) and not any(info.k)  # uncalibrated
     spin_until(executor, lambda: False, timeout=0.3)
@@ -137,7 +138,8 @@ def test_without_camera_info_depth_is_still_published(ros, weights):
     node, probe, executor = _setup(weights, publish_points=True)
     assert _send(executor, probe, image_msg(np.full((240, 320, 3), 90, np.uint8), "rgb8",
                                             probe.header()), 1)
-    assert node.camera_info_status == "missing" and node.counters["frames_without_intrinsics"] >= 1
+    depth = node.processor
+    assert depth.camera_info_status == "missing" and depth.counters["frames_without_intrinsics"] >= 1
     assert not any(probe.info[-1].k) and probe.points == []
 
 

@@ -21,7 +21,7 @@ from std_msgs.msg import Float32  # noqa: E402
 from std_srvs.srv import SetBool  # noqa: E402
 
 from dl_perception.ros.dronet_control_node import DroNetControlNode  # noqa: E402
-from dl_perception.ros.dronet_node import DroNetNode  # noqa: E402
+from dl_perception.ros.nodes import DroNetNode  # noqa: E402
 from dl_perception.ros.messages import compressed_msg, header, image_msg  # noqa: E402
 
 

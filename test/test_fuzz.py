@@ -109,7 +109,7 @@ def live_node():
     rclpy = pytest.importorskip("rclpy")
     from rclpy.parameter import Parameter
 
-    from dl_perception.ros.dronet_node import DroNetNode
+    from dl_perception.ros.nodes import DroNetNode
     rclpy.init()
     node = DroNetNode(parameter_overrides=[Parameter("device", value="cpu"),
                                            Parameter("max_pixels", value=MAX_PIXELS)])

@@ -12,7 +12,7 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CompressedImage, Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
-from dl_perception.ros.dronet_node import DroNetNode  # noqa: E402
+from dl_perception.ros.nodes import DroNetNode  # noqa: E402
 from dl_perception.ros.messages import header, image_msg  # noqa: E402
 
 

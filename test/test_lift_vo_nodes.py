@@ -21,7 +21,7 @@ from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from dl_perception import models  # noqa: E402
 from dl_perception.pointcloud import unpack  # noqa: E402
-from dl_perception.ros.lift_node import LIFTNode  # noqa: E402
+from dl_perception.ros.nodes import LIFTNode  # noqa: E402
 from dl_perception.ros.messages import (camera_info_msg, header, image_msg,  # noqa: E402
                                         pointcloud2_msg, seconds_to_stamp)
 from dl_perception.ros.tf import TF_QOS  # noqa: E402
@@ -93,7 +93,7 @@ def test_lift_node_publishes_the_feature_contract(ros, lift_weights):
     np.testing.assert_allclose(np.linalg.norm(points["descriptor"], axis=1), 1.0, atol=1e-4)
     # black and saturated frames: empty clouds, counted, and the node keeps going
     assert clouds[1].width == 0 and clouds[2].width == 0
-    assert node.frames_without_keypoints == 2
+    assert node.processor.frames_without_keypoints == 2
     assert spin_until(executor, lambda: _diagnostic(
         diagnostics, "lift_node", "frames_without_keypoints") == "2", timeout=5.0)
     assert overlays and overlays[0].encoding == "rgb8"

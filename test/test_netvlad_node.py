@@ -24,7 +24,7 @@ from dl_perception.place.build import build_database  # noqa: E402
 from dl_perception.place.sources import FolderSource  # noqa: E402
 from dl_perception.pointcloud import unpack  # noqa: E402
 from dl_perception.ros.messages import header, image_msg, seconds_to_stamp  # noqa: E402
-from dl_perception.ros.netvlad_node import NetVLADNode  # noqa: E402
+from dl_perception.ros.nodes import NetVLADNode  # noqa: E402
 
 torch.set_num_threads(2)
 FIELDS = ["rank", "db_index", "score", "x", "y", "z", "qx", "qy", "qz", "qw"]
@@ -109,7 +109,7 @@ def test_matches_and_pose_from_a_database(ros, setup):
         assert pose.header.frame_id == "world"
         assert pose.pose.pose.position.x == pytest.approx(places.positions[index, 0], abs=1e-5)
         assert pose.pose.covariance[0] == pytest.approx(25.0)
-    assert node.stats.processed == 2 and node.no_match_frames == 0
+    assert node.stats.processed == 2 and node.processor.no_match_frames == 0
 
 
 def test_empty_database_gives_no_match_output(ros, setup):
@@ -121,7 +121,7 @@ def test_empty_database_gives_no_match_output(ros, setup):
         msg = probe.send(executor, rgb)
         assert msg.width == 0 and [f.name for f in msg.fields] == FIELDS
     spin_until(executor, lambda: False, timeout=0.3)
-    assert probe.poses == [] and node.no_match_frames == 2
+    assert probe.poses == [] and node.processor.no_match_frames == 2
     assert node.stats.processed == 2 and sum(node.stats.drops.values()) == 0
 
 
@@ -135,14 +135,14 @@ def test_online_mode_reports_revisits_after_ignore_recent(ros, setup):
     places = read_place_folder(setup["route"])
     for step, index in enumerate([0, 1, 2, 3, 4]):  # 3 m apart: each frame a keyframe
         probe.send(executor, places.load_rgb(index), stamp=100.0 + step, position=(3.0 * index, 0.0))
-    assert node.online.keyframes == 5 and probe.loops == []
+    assert node.processor.online.keyframes == 5 and probe.loops == []
     msg = probe.send(executor, places.load_rgb(1), stamp=130.0, position=(3.1, 0.2))
     assert spin_until(executor, lambda: len(probe.loops) == 1, timeout=2.0)
     loop = unpack(probe.loops[0])
     assert loop["db_index"][0] == 1 and loop["db_stamp"][0] == pytest.approx(101.0)
     assert unpack(msg)["db_index"][0] == 1
     assert probe.loops[0].header.frame_id == "odom"  # the odometry frame
-    np.testing.assert_allclose(node.database.positions[1], [3.0, 0.0, 0.0])
+    np.testing.assert_allclose(node.processor.database.positions[1], [3.0, 0.0, 0.0])
 
 
 @pytest.mark.parametrize("problem", ["other_model", "corrupt", "missing"])

@@ -21,7 +21,8 @@ from dl_perception.geometry import rotation_angle_deg  # noqa: E402
 from dl_perception.imaging import DecodedImage  # noqa: E402
 from dl_perception.models.posenet import pose_covariance  # noqa: E402
 from dl_perception.ros.messages import header, image_msg  # noqa: E402
-from dl_perception.ros.posenet_node import POSE_TOPIC, PoseNetNode  # noqa: E402
+from dl_perception.processors.posenet import POSE_TOPIC  # noqa: E402
+from dl_perception.ros.nodes import PoseNetNode  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -95,13 +96,14 @@ def test_pose_in_the_trained_frame_with_configured_covariance(ros, checkpoints):
     assert np.allclose(np.array(pose.pose.covariance).reshape(6, 6),
                        np.diag([4.0] * 3 + [0.02] * 3))
     # the node says which scene its weights are for
-    assert node.scene == "simulator world 7 (64 m x 64 m)"
-    assert node.diagnostic_values()["scene"] == node.scene
+    assert node.processor.scene == "simulator world 7 (64 m x 64 m)"
+    assert node.diagnostic_values()["scene"] == node.processor.scene
 
 
 def test_learned_uncertainty_gives_the_covariance(ros, checkpoints):
     node, probe, executor = _start(checkpoints["learned"], frame_id="scene")
-    assert node.scene == "/data/hall_a, /data/hall_b"  # no scene recorded: the training data
+    # no scene recorded: the training data
+    assert node.processor.scene == "/data/hall_a, /data/hall_b"
     _send(executor, probe, _frame(1), 1)
     pose = probe.poses[0]
     assert pose.header.frame_id == "scene"
@@ -126,7 +128,7 @@ def test_pose_is_published_on_tf(ros, checkpoints):
     assert transform.transform.translation.x == pose.pose.pose.position.x
     assert transform.transform.rotation.w == pose.pose.pose.orientation.w
     node, probe, executor = _start(checkpoints["fixed"], publish_tf=False, frame_id="")
-    assert node.tf_broadcaster is None
+    assert "/tf" not in node.processor.outputs
     _send(executor, probe, _frame(2), 1)
     assert probe.poses[0].header.frame_id == "world"  # "": the checkpoint's scene frame
 

@@ -1,8 +1,8 @@
-"""The core frame processors of depth, LIFT, NetVLAD and PoseNet (dl_perception/processors/)
-produce byte for byte the messages their nodes publish today, on real frames: each node runs
-in-process and its outputs are received serialized; the processor gets the same frames, header,
-side inputs and parameters. Phase B turns the nodes into ProcessorNodes over these processors
-(docs/architecture.md), and this test then proves that nothing changed on the wire."""
+"""A network's node (ProcessorNode, generated from its processor) publishes byte for byte what
+its core frame processor (dl_perception/processors/) makes on its own, on real frames: each
+node runs in-process and its outputs are received serialized over ROS (parameters, side inputs
+such as camera_info and odometry, overlay QoS and TF included); the processor gets the same
+frames, header, side inputs and parameters."""
 import glob
 import os
 
@@ -24,20 +24,16 @@ from dl_perception.processors.depth import DepthProcessor  # noqa: E402
 from dl_perception.processors.lift import LIFTProcessor  # noqa: E402
 from dl_perception.processors.netvlad import NetVLADProcessor  # noqa: E402
 from dl_perception.processors.posenet import PoseNetProcessor  # noqa: E402
-from dl_perception.ros.depth_node import DepthNode  # noqa: E402
-from dl_perception.ros.lift_node import LIFTNode  # noqa: E402
+from dl_perception.ros.nodes import DepthNode  # noqa: E402
+from dl_perception.ros.nodes import LIFTNode  # noqa: E402
 from dl_perception.ros.messages import message_class  # noqa: E402
-from dl_perception.ros.netvlad_node import NetVLADNode  # noqa: E402
-from dl_perception.ros.node_base import common_params  # noqa: E402
-from dl_perception.ros.posenet_node import PoseNetNode  # noqa: E402
+from dl_perception.ros.nodes import NetVLADNode  # noqa: E402
+from dl_perception.ros.nodes import PoseNetNode  # noqa: E402
 from torch_threads import one_torch_thread  # noqa: E402,F401
 
 RELIABLE = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
 # receives from reliable and best-effort (overlay: sensor data) publishers alike
 RECEIVING = QoSProfile(depth=50, reliability=ReliabilityPolicy.BEST_EFFORT)
-LAZY_TOPIC = "/tf"
-PAIRS = [(DepthNode, DepthProcessor), (LIFTNode, LIFTProcessor), (NetVLADNode, NetVLADProcessor),
-         (PoseNetNode, PoseNetProcessor)]
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +65,7 @@ def run_both(node_class, processor_class, weights, frames, side=(), **params):
                  Parameter("max_frame_age", value=0.0)]
     node = node_class(parameter_overrides=overrides + [Parameter(k, value=v)
                                                        for k, v in params.items()])
-    values = {p.name: node.params[p.name] for p in common_params() + node.extra_params}
+    values = {p.name: node.params[p.name] for p in node.declared_params()}
     processor = processor_class(models.load(weights), torch.device("cpu"), values)
     probe = rclpy.create_node("processor_probe")
     received = {}
@@ -86,21 +82,10 @@ def run_both(node_class, processor_class, weights, frames, side=(), **params):
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     executor.add_node(probe)
-    # the node advertises /tf on its first transform (ros/tf.py): a warm-up frame (PoseNet keeps
-    # no state between frames) makes the publisher before the compared frames
-    lazy = {LAZY_TOPIC} & set(received)
     try:
         assert spin_until(executor, lambda: camera.get_subscription_count() > 0 and all(
             p.get_subscription_count() > 0 for p in side_publishers.values())
-            and all(probe.count_publishers(t) > 0 for t in set(received) - lazy))
-        if lazy:
-            done = node.stats.processed + 1
-            camera.publish(rosmsg.serialize(frames[0]))
-            assert spin_until(executor, lambda: node.stats.processed >= done
-                              and probe.count_publishers(LAZY_TOPIC) > 0, timeout=20.0)
-            spin_until(executor, lambda: False, timeout=0.3)
-            for messages in received.values():
-                messages.clear()
+            and all(probe.count_publishers(t) > 0 for t in received))
         expected = {topic: [] for topic in received}
         for topic, message in side:
             side_publishers[topic].publish(rosmsg.serialize(message))
@@ -148,7 +133,7 @@ def test_depth_processor_publishes_what_depth_node_publishes(ros, weights, tum_f
         DepthNode, DepthProcessor, weights["depth"], tum_frames[:1],
         side=[("/camera/camera_info", info)], publish_points=True, points_stride=4)
     assert_identical(outputs, ["/dl_perception/depth/image", "/dl_perception/depth/points"], processor.outputs)
-    assert processor.diagnostic_values()["points_published"] == str(node.counters["points_published"])
+    assert processor.diagnostic_values()["points_published"] == str(node.processor.counters["points_published"])
     # without (fitting) intrinsics: camera_info without K, no points, the mismatch counted
     wrong = rosmsg.camera_info({**{"width": 320, "height": 240, "distortion_model": "plumb_bob",
                                    "d": [], "r": [1.0, 0, 0, 0, 1, 0, 0, 0, 1]},
@@ -157,7 +142,7 @@ def test_depth_processor_publishes_what_depth_node_publishes(ros, weights, tum_f
                                         tum_frames[:1], side=[("/camera/camera_info", wrong)],
                                         publish_points=True)
     assert_identical(outputs, ["/dl_perception/depth/camera_info"], processor.outputs)
-    assert processor.counters == node.counters and processor.counters["camera_info_mismatch"] == 1
+    assert processor.counters == node.processor.counters and processor.counters["camera_info_mismatch"] == 1
 
 
 def test_lift_processor_publishes_what_lift_node_publishes(ros, weights, shared_data):
@@ -169,7 +154,7 @@ def test_lift_processor_publishes_what_lift_node_publishes(ros, weights, shared_
                                         frames + [black], publish_overlay=True,
                                         max_keypoints=100, nms_radius=4, scales=[1.0, 2.0])
     assert_identical(outputs, ["/dl_perception/features", "/dl_perception/features/overlay"], processor.outputs)
-    assert processor.frames_without_keypoints == node.frames_without_keypoints == 1
+    assert processor.frames_without_keypoints == node.processor.frames_without_keypoints == 1
 
 
 def test_netvlad_processor_publishes_what_netvlad_node_publishes(ros, weights, tum_frames,
@@ -208,8 +193,8 @@ def test_netvlad_processor_online_keyframes_and_revisits(ros, weights, tum_frame
         online=True, ignore_recent=5.0, keyframe_period=0.5, keyframe_distance=0.0,
         revisit_min_score=-1.0)
     assert_identical(outputs, ["/dl_perception/place/matches", "/dl_perception/place/loop_closures"], processor.outputs)
-    assert processor.online.keyframes == node.online.keyframes >= 2
-    assert processor.database.frame_id == node.database.frame_id == "odom"
+    assert processor.online.keyframes == node.processor.online.keyframes >= 2
+    assert processor.database.frame_id == node.processor.database.frame_id == "odom"
 
 
 @pytest.mark.parametrize("weights_name,params", [("posenet", {}),
@@ -227,12 +212,3 @@ def test_posenet_processor_publishes_what_posenet_node_publishes(ros, weights, t
     assert transform.header == pose.message.header
     assert transform.transform.translation.x == pose.message.pose.pose.position.x
     assert transform.transform.rotation == pose.message.pose.pose.orientation
-
-
-@pytest.mark.parametrize("node_class,processor_class", PAIRS)
-def test_processor_defaults_are_the_nodes_parameters(node_class, processor_class):
-    """Until phase B declares the parameters once (in the processor), the two lists agree."""
-    declared = {p.name: p.default for p in node_class.extra_params}
-    assert processor_class.defaults == declared
-    assert processor_class.node_name == node_class.__init__.__defaults__[0]
-    assert processor_class.model_name == node_class.model_name

@@ -1,7 +1,6 @@
 """dl_perception/registry.py is the one registry: setup.py's console scripts, the launcher's
-node map, stack_node's hosted defaults and the model and processor maps agree with it (phase B
-derives them from it and deletes the copies)."""
-import ast
+node map, stack_node's hosted defaults, the model and processor maps and the network nodes are
+derived from it."""
 import importlib
 import os
 import runpy
@@ -11,23 +10,15 @@ import pytest
 from dl_perception import models, processors, registry
 from dl_perception.paths import REPO_DIR
 
-def setup_py_nodes() -> dict:
-    tree = ast.parse(open(os.path.join(REPO_DIR, "setup.py")).read())
-    for node in ast.walk(tree):
-        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "NODES":
-            # a literal or a comprehension over literals (the ros branch's form): no names
-            return eval(compile(ast.Expression(node.value), "setup.py", "eval"),
-                        {"__builtins__": {}})
-    raise AssertionError("setup.py has no NODES")
-
-
-def test_setup_py_console_scripts_are_the_registrys():
-    nodes = setup_py_nodes()
-    targets = set(nodes.values())
-    # one `main` per node module (main today), or one entry point for all (the ros branch's)
-    scripts = registry.console_scripts(targets.pop() if len(targets) == 1 else "{module}:main")
-    assert sorted(scripts[:-1]) == sorted(f"{k}={v}" for k, v in nodes.items())
-    assert scripts[-1] == "dl-perception=dl_perception.cli:console"
+def test_installed_console_scripts_are_the_registrys():
+    """setup.py derives its console scripts from the registry; the installed package has them."""
+    from importlib.metadata import distribution
+    installed = sorted(f"{ep.name}={ep.value}" for ep in distribution("dl_perception").entry_points
+                       if ep.group == "console_scripts")
+    assert installed == sorted(registry.console_scripts())
+    setup_py = open(os.path.join(REPO_DIR, "setup.py")).read()
+    assert 'REGISTRY["console_scripts"]()' in setup_py
+    assert not any(f'"{network.node}"' in setup_py for network in registry.NETWORKS)
 
 
 def test_setup_py_can_read_the_registry_before_installation():
@@ -52,8 +43,16 @@ def test_processor_map_agrees_and_every_processor_fits_its_node():
         node = registry.node_classes()[network.node].split(":")
         node_class = getattr(importlib.import_module(node[0]), node[1])
         assert processor.node_name == network.node and processor.model_name == network.name
-        assert node_class.model_name == network.name
         assert importlib.import_module(network.model_module).MODEL.name == network.name
+        # the node is generated from the processor: no hand-written node module per network
+        from dl_perception.ros.node_base import ProcessorNode
+        assert issubclass(node_class, ProcessorNode) and node_class.__name__ == network.node_class
+        assert node_class.processor_class is processor and node_class.model_name == network.name
+        declared = [p.name for p in node_class.declared_params()]
+        own = [p.name for p in processor.parameters]
+        assert declared[len(declared) - len(own):] == own
+        assert not os.path.exists(os.path.join(REPO_DIR, "dl_perception", "ros",
+                                               f"{network.node}.py"))
 
 
 def test_docs_table_names_every_executable():

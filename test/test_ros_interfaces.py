@@ -96,7 +96,7 @@ def test_camera_node_serves_reliable_and_best_effort_subscribers(ros):
 def test_compressed_subscription_follows_namespace_and_remapped_base_topic(ros):
     """image_transport's rule: remapping the base topic moves its /compressed sub-topic too."""
     from dl_perception.ros.camera_node import CameraNode
-    from dl_perception.ros.dronet_node import DroNetNode
+    from dl_perception.ros.nodes import DroNetNode
 
     remap = ["--ros-args", "-r", "/drone/camera/image_raw:=/drone/cam/image"]
     camera = CameraNode(namespace="drone", cli_args=remap, parameter_overrides=[

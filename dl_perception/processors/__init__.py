@@ -18,6 +18,7 @@ import torch
 import yaml
 
 from .. import models, registry
+from ..core.params import Param
 from ..device import select_device
 from ..imaging import DecodedImage
 from ..paths import resolve_weights
@@ -44,21 +45,36 @@ class Output:
         return self.message.__msgtype__
 
 
+# published as ROS publishes TF: from the root whatever the node's namespace, reliable, depth 100
+TF_TOPICS = ("/tf", "/tf_static")
+
+
 class FrameProcessor:
+    """The per-frame work of one network's node. Its node (ros/node_base.ProcessorNode) is
+    generated from it: the node declares `parameters` (besides the common ones), subscribes to
+    the camera and to `side_inputs()`, advertises `outputs` and reports `diagnostic_values()`."""
+
     node_name: ClassVar[str]
     model_name: ClassVar[str]
     # topic -> message type the node advertises
     outputs: ClassVar[dict[str, str]]
+    # topics published best effort, latest frames first (images a viewer may drop)
+    sensor_data_outputs: ClassVar[tuple[str, ...]] = ()
     image_topic: ClassVar[str] = "/camera/image_raw"
-    # the node's own parameters and their defaults (test_processors.py checks them against the
-    # node's declarations; phase B declares them here only)
+    # the node's own parameters (core.params.Param); `defaults` is derived from them
+    parameters: ClassVar[list[Param]] = []
     defaults: ClassVar[dict] = {}
 
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        cls.defaults = {param.name: param.default for param in cls.parameters}
+
     def __init__(self, model: models.PerceptionModel, device: torch.device,
-                 params: dict | None = None):
+                 params=None):
+        """`params`: a mapping with `get` (a dict, or a node's live ParameterSet)."""
         self.model = model.to(device).eval()
         self.device = device
-        self.params = dict(params or {})
+        self.params = params if params is not None else {}
 
     def before_inference(self) -> None:
         """Give the model this frame's per-call settings (a batching executor calls it before
@@ -96,6 +112,10 @@ class FrameProcessor:
         `observe`, in arrival (node) or log-time (bag) order, before the frames after them."""
         return {}
 
+    def side_input_qos(self, topic: str) -> tuple[str, int]:
+        """(reliability, depth) of the node's subscription to a side input."""
+        return "reliable", 50
+
     def observe(self, topic: str, message) -> None:
         """A message of a side input (a rosmsg dataclass)."""
         raise KeyError(f"{type(self).__name__} reads no topic '{topic}'")
@@ -107,6 +127,13 @@ class FrameProcessor:
     def warn(self, message: str) -> None:
         """A warning about the input (a node routes it to its throttled ROS logger)."""
         logging.getLogger(type(self).__module__).warning(message)
+
+    def info(self, message: str) -> None:
+        """A note for the user (a node routes it to its ROS logger)."""
+        logging.getLogger(type(self).__module__).info(message)
+
+    def announce(self) -> None:
+        """Say (info, warn) what a user should know once the node has started."""
 
 
 def node_parameters(config_path: str) -> dict[str, dict]:
@@ -146,4 +173,5 @@ def processor_class(node_name: str) -> type[FrameProcessor] | None:
     return getattr(importlib.import_module(module), "PROCESSOR") if module else None
 
 
-__all__ = ["FrameProcessor", "Output", "PROCESSOR_MODULES", "node_parameters", "processor_class"]
+__all__ = ["FrameProcessor", "Output", "PROCESSOR_MODULES", "Param", "TF_TOPICS", "node_parameters",
+           "processor_class"]

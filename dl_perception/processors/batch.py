@@ -5,8 +5,8 @@ the engine's outputs. stack_node becomes this executor plus one set of publisher
 processor (docs/architecture.md, phase B).
 
 Per frame, each processor's per-call settings are applied before the engine runs, so a changed
-parameter takes effect on the frame it was changed for (stack_node today applies a hosted
-lift_node's parameters after the engine ran: one frame late)."""
+parameter takes effect on the frame it was changed for (stack_node does the same for the nodes it
+hosts)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

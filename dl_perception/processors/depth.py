@@ -9,7 +9,7 @@ import numpy as np
 
 from .. import rosmsg
 from ..geometry import backproject
-from . import FrameProcessor, Output
+from . import FrameProcessor, Output, Param
 
 DEPTH_TOPIC = "/dl_perception/depth/image"
 INFO_TOPIC = "/dl_perception/depth/camera_info"
@@ -44,9 +44,12 @@ class DepthProcessor(FrameProcessor):
     model_name = "depth"
     outputs = {DEPTH_TOPIC: rosmsg.IMAGE, INFO_TOPIC: rosmsg.CAMERA_INFO,
                POINTS_TOPIC: rosmsg.POINT_CLOUD2}
-    defaults = {"publish_points": False, "points_stride": 2}
+    parameters = [
+        Param("publish_points", False, "also publish /dl_perception/depth/points"),
+        Param("points_stride", 2, "back-project every n-th pixel along x and y", low=1, high=64),
+    ]
 
-    def __init__(self, model, device, params: dict | None = None):
+    def __init__(self, model, device, params=None):
         super().__init__(model, device, params)
         self.camera_info = None
         self.camera_info_status = "missing"
@@ -55,6 +58,9 @@ class DepthProcessor(FrameProcessor):
 
     def side_inputs(self) -> dict[str, str]:
         return {CAMERA_INFO_TOPIC: rosmsg.CAMERA_INFO}
+
+    def side_input_qos(self, topic: str) -> tuple[str, int]:
+        return "best_effort", 1  # matches reliable and best-effort camera_info publishers alike
 
     def observe(self, topic: str, message) -> None:
         if topic != CAMERA_INFO_TOPIC:

@@ -5,7 +5,6 @@ database (matches, PointCloud2), the pose of the best one (PoseWithCovarianceSta
 from __future__ import annotations
 
 import collections
-import logging
 from dataclasses import dataclass
 
 import numpy as np
@@ -14,7 +13,7 @@ from .. import rosmsg
 from ..place.database import PlaceDatabase, model_fingerprint
 from ..place.online import OnlinePlaces
 from ..place.sources import PoseTrack
-from . import FrameProcessor, Output, root_name
+from . import FrameProcessor, Output, Param, root_name
 
 MATCHES_TOPIC = "/dl_perception/place/matches"
 POSE_TOPIC = "/dl_perception/place/pose"
@@ -71,12 +70,30 @@ class NetVLADProcessor(FrameProcessor):
     model_name = "netvlad"
     outputs = {MATCHES_TOPIC: rosmsg.POINT_CLOUD2, POSE_TOPIC: rosmsg.POSE_WITH_COVARIANCE,
                LOOP_TOPIC: rosmsg.POINT_CLOUD2}
-    defaults = {"database": "", "top_k": 5, "online": False, "keyframe_distance": 2.0,
-                "keyframe_period": 1.0, "ignore_recent": 30.0, "revisit_min_score": 0.8,
-                "odometry_topic": "odom", "frame_id": "map", "position_sigma": 5.0,
-                "orientation_sigma": 0.5}
+    parameters = [
+        Param("database", "", "place database file (dl-perception place build-db); empty = none",
+              read_only=True),
+        Param("top_k", 5, "matches published per frame", low=1, high=1000),
+        Param("online", False, "add keyframes as the robot moves and report revisits",
+              read_only=True),
+        Param("keyframe_distance", 2.0, "online: metres moved between keyframes (0 = off)",
+              low=0.0, high=1e6),
+        Param("keyframe_period", 1.0, "online: seconds between keyframes (0 = off)",
+              low=0.0, high=1e6),
+        Param("ignore_recent", 30.0, "online: keyframes younger than this (s) are not searched",
+              low=0.0, high=1e6),
+        Param("revisit_min_score", 0.8, "cosine similarity a revisit needs", low=-1.0, high=1.0),
+        Param("odometry_topic", "odom", "online: nav_msgs/Odometry giving keyframe poses",
+              read_only=True),
+        Param("frame_id", "map", "frame of an online database started without a file",
+              read_only=True),
+        Param("position_sigma", 5.0, "m; standard deviation reported with the place pose",
+              low=0.0, high=1e6),
+        Param("orientation_sigma", 0.5, "rad; standard deviation reported with the place pose",
+              low=0.0, high=1e6),
+    ]
 
-    def __init__(self, model, device, params: dict | None = None):
+    def __init__(self, model, device, params=None):
         super().__init__(model, device, params)
         fingerprint = model_fingerprint(self.model)
         path = self.param("database")
@@ -92,6 +109,12 @@ class NetVLADProcessor(FrameProcessor):
             revisit_min_score=self.param("revisit_min_score")) if self.param("online") else None
         self.odometry = OdometryHistory()
         self.no_match_frames = 0
+
+    def announce(self) -> None:
+        if len(self.database) == 0 and self.online is None:
+            self.warn("the place database is empty: every frame gets no match")
+        self.info(f"place database: {len(self.database)} places, frame "
+                  f"'{self.database.frame_id}'" + (", online" if self.online is not None else ""))
 
     def side_inputs(self) -> dict[str, str]:
         if self.online is None:
@@ -120,9 +143,8 @@ class NetVLADProcessor(FrameProcessor):
         if not found.any():
             self.no_match_frames += 1
         if revisit is not None:
-            logging.getLogger(__name__).info(
-                f"revisit: frame at {stamp:.2f} s matches place {revisit.db_index} of "
-                f"{revisit.db_stamp:.2f} s (score {revisit.score:.3f})")
+            self.info(f"revisit: frame at {stamp:.2f} s matches place {revisit.db_index} of "
+                      f"{revisit.db_stamp:.2f} s (score {revisit.score:.3f})")
         return PlaceResult(scores[found], indices[found], revisit)
 
     def place_pose(self, index: int, out_header):

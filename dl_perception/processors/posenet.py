@@ -11,7 +11,7 @@ import numpy as np
 from .. import rosmsg
 from ..geometry import canonical_quaternion
 from ..models.posenet import pose_covariance
-from . import FrameProcessor, Output
+from . import FrameProcessor, Output, Param
 
 POSE_TOPIC = "/dl_perception/posenet/pose"
 TF_TOPIC = "/tf"
@@ -27,10 +27,19 @@ class PoseResult:
 class PoseNetProcessor(FrameProcessor):
     node_name = "posenet_node"
     model_name = "posenet"
-    defaults = {"frame_id": "map", "position_variance": 1.0, "orientation_variance": 0.01,
-                "publish_tf": True, "tf_child_frame": "posenet_camera"}
+    parameters = [
+        Param("frame_id", "map", "frame of the published pose and TF parent; empty = the scene "
+                                 "frame stored in the checkpoint", read_only=True),
+        Param("position_variance", 1.0, "covariance of each position axis (m^2) when the model "
+                                        "has no learned uncertainty", low=0.0, high=1e6),
+        Param("orientation_variance", 0.01, "covariance of each rotation axis (rad^2) when the "
+                                            "model has no learned uncertainty", low=0.0, high=1e3),
+        Param("publish_tf", True, "also publish the pose on /tf", read_only=True),
+        Param("tf_child_frame", "posenet_camera", "child frame of the broadcast transform",
+              read_only=True),
+    ]
 
-    def __init__(self, model, device, params: dict | None = None):
+    def __init__(self, model, device, params=None):
         super().__init__(model, device, params)
         self.frame_id = self.param("frame_id") or self.model.config.frame_id
         self.learned_uncertainty = self.model.config.learned_weighting
@@ -40,6 +49,12 @@ class PoseNetProcessor(FrameProcessor):
         self.outputs = {POSE_TOPIC: rosmsg.POSE_WITH_COVARIANCE}
         if self.param("publish_tf"):
             self.outputs[TF_TOPIC] = rosmsg.TF_MESSAGE
+
+    def announce(self) -> None:
+        self.info(f"weights for the scene: {self.scene}; poses elsewhere are meaningless")
+        self.info(f"publishing {POSE_TOPIC} in frame '{self.frame_id}', covariance "
+                  + ("from the learned uncertainty" if self.learned_uncertainty else "configured")
+                  + (", TF" if TF_TOPIC in self.outputs else ""))
 
     def covariance(self, out: dict) -> np.ndarray:
         if self.learned_uncertainty:
@@ -69,7 +84,8 @@ class PoseNetProcessor(FrameProcessor):
         return self.messages(self.run(image), header)
 
     def diagnostic_values(self) -> dict[str, str]:
-        return {"frame_id": self.frame_id, "scene": self.scene}
+        return {"frame_id": self.frame_id, "scene": self.scene,
+                "tf": "on" if TF_TOPIC in self.outputs else "off"}
 
 
 PROCESSOR = PoseNetProcessor

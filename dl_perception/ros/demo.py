@@ -135,7 +135,7 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
     from ..geometry import backproject
     from ..imaging import image_to_numpy
     from .dronet_control_node import DroNetControlNode
-    from .dronet_node import DroNetNode
+    from .nodes import DroNetNode
     from .messages import pointcloud2_msg, stamp_to_seconds
     from .record import Recorder as BagRecorder
     from .sim_node import SimNode

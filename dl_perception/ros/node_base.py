@@ -20,11 +20,13 @@ from ..checkpoint import CheckpointError
 from ..device import describe, select_device
 from ..imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
 from ..paths import resolve_weights
+from ..processors import TF_TOPICS
 from ..stats import FrameStats
 from .signals import mark_running, stop_requested
 from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet
 from .spinning import spin_until_stopped
+from .tf import TF_QOS
 
 
 def _device_problem(value) -> str | None:
@@ -239,19 +241,63 @@ class ModelNode(FrameNode):
 
 
 class ProcessorNode(ModelNode):
-    """A ModelNode whose per-frame work is a core FrameProcessor (dl_perception.processors):
-    the node publishes the processor's messages serialized by the core, so its topics carry
-    exactly what `dl-perception process` writes to a bag for the same frame."""
+    """The node of one network, generated from its core FrameProcessor (dl_perception.processors):
+    it declares the processor's parameters (read live, so `ros2 param set` applies from the next
+    frame), subscribes to its side inputs, advertises its outputs and publishes the processor's
+    messages serialized by the core, so its topics carry exactly what `dl-perception process`
+    writes to a bag for the same frame. Topic names are relative (a namespace moves them), TF
+    excepted. ros/nodes.py makes one subclass per registered network."""
 
     processor_class: type
 
-    def __init__(self, node_name: str, **kwargs):
-        super().__init__(node_name, **kwargs)
-        params = {p.name: self.params[p.name] for p in self.declared_params()}
-        self.processor = self.processor_class(self.model, self.device, params)
-        self._output_publishers = {
-            topic: self.create_publisher(message_class(msgtype), relative(topic), 10)
-            for topic, msgtype in self.processor.outputs.items()}
+    @classmethod
+    def declared_params(cls) -> list[Param]:
+        return common_params() + list(cls.processor_class.parameters)
+
+    def __init__(self, node_name: str | None = None, **kwargs):
+        super().__init__(node_name or self.processor_class.node_name, **kwargs)
+        self.processor = self.processor_class(self.model, self.device, self.params)
+        self.processor.warn = lambda text: self.get_logger().warning(text,
+                                                                     throttle_duration_sec=2.0)
+        self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
+        if self.hosted and hasattr(self.processor, "sets_execution"):
+            self.processor.sets_execution = False  # the stack_node engine's measured plan decides
+        self.side_input_errors = 0
+        self._output_publishers = {}
+        for topic, msgtype in dict(self.processor.outputs).items():
+            try:
+                cls = message_class(msgtype)
+            except ImportError as error:
+                self.get_logger().warning(f"{topic} not published: {error} (for TF `make venv` "
+                                          "builds tf2_msgs into the venv; a ROS install has it)")
+                self.processor.outputs = {t: m for t, m in self.processor.outputs.items()
+                                          if t != topic}
+                continue
+            self._output_publishers[topic] = self.create_publisher(
+                cls, *self._topic_and_qos(topic))
+        for topic, msgtype in self.processor.side_inputs().items():
+            reliability, depth = self.processor.side_input_qos(topic)
+            self.create_subscription(
+                message_class(msgtype), relative(topic),
+                lambda raw, topic=topic, msgtype=msgtype: self._on_side_input(topic, msgtype, raw),
+                sensor_qos(reliability, depth) if reliability == "best_effort"
+                else QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth), raw=True)
+        self.processor.announce()
+
+    def _topic_and_qos(self, topic: str):
+        if topic in TF_TOPICS:
+            return topic, TF_QOS
+        if topic in self.processor.sensor_data_outputs:
+            return relative(topic), qos_profile_sensor_data
+        return relative(topic), 10
+
+    def _on_side_input(self, topic: str, msgtype: str, raw: bytes) -> None:
+        try:  # the same message dataclass as a bag's: node and `process` read one input alike
+            self.processor.observe(topic, rosmsg.deserialize(raw, msgtype))
+        except Exception as error:  # a bad side message must never stop the node
+            self.side_input_errors += 1
+            self.get_logger().warning(f"{topic}: message not used: {error!r}",
+                                      throttle_duration_sec=5.0)
 
     def take_outputs_from(self, source) -> None:
         self.processor.infer = source
@@ -259,7 +305,15 @@ class ProcessorNode(ModelNode):
     def process(self, image: DecodedImage, header) -> None:
         core_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), header.frame_id)
         for output in self.processor.process(image, core_header):
-            self.publish(self._output_publishers[output.topic], rosmsg.serialize(output.message))
+            publisher = self._output_publishers.get(output.topic)
+            if publisher is not None:
+                self.publish(publisher, rosmsg.serialize(output.message))
+
+    def diagnostic_values(self) -> dict[str, str]:
+        values = {**super().diagnostic_values(), **self.processor.diagnostic_values()}
+        if self.processor.side_inputs():
+            values["side_input_errors"] = str(self.side_input_errors)
+        return values
 
 
 def run_nodes(node_factories, args=None, executor_kind: str = "single",

@@ -1,55 +1,31 @@
-"""Declaring validated parameters with descriptors, the way every node of the stack does."""
+"""Declaring validated parameters (core.params.Param) with descriptors, the way every node of the
+stack does."""
 from __future__ import annotations
-
-from dataclasses import dataclass
-from typing import Callable
 
 from rcl_interfaces.msg import (FloatingPointRange, IntegerRange, ParameterDescriptor,
                                 SetParametersResult)
 from rclpy.exceptions import ParameterException
 from rclpy.node import Node
 
+from ..core.params import Param
 
-@dataclass
-class Param:
-    name: str
-    default: object
-    description: str
-    choices: tuple = ()  # allowed string values
-    low: float | None = None  # numeric range (inclusive)
-    high: float | None = None
-    read_only: bool = False
-    validator: Callable[[object], str | None] | None = None  # extra rule; returns the problem
 
-    def descriptor(self) -> ParameterDescriptor:
-        descriptor = ParameterDescriptor(name=self.name, description=self.description,
-                                         read_only=self.read_only)
-        if self.choices:
-            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
-        if self.low is not None or self.high is not None:
-            low = self.low if self.low is not None else -1e308
-            high = self.high if self.high is not None else 1e308
-            if isinstance(self.default, int) and not isinstance(self.default, bool):
-                descriptor.integer_range = [IntegerRange(
-                    from_value=int(max(low, -2**62)), to_value=int(min(high, 2**62)), step=0)]
-            else:
-                descriptor.floating_point_range = [FloatingPointRange(
-                    from_value=float(low), to_value=float(high), step=0.0)]
-        return descriptor
-
-    def check(self, value) -> str | None:
-        """Why `value` is invalid, or None."""
-        if self.validator is not None:
-            problem = self.validator(value)
-            if problem:
-                return f"'{self.name}': {problem}"
-        elif self.choices and value not in self.choices:
-            return f"'{self.name}' must be one of {', '.join(self.choices)}, got '{value}'"
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if (self.low is not None and value < self.low) or (
-                    self.high is not None and value > self.high):
-                return f"'{self.name}' must lie in [{self.low}, {self.high}], got {value}"
-        return None
+def descriptor(param: Param) -> ParameterDescriptor:
+    """The ROS descriptor of `param`: its description, choices and numeric range."""
+    result = ParameterDescriptor(name=param.name, description=param.description,
+                                 read_only=param.read_only)
+    if param.choices:
+        result.additional_constraints = "one of: " + ", ".join(param.choices)
+    if param.low is not None or param.high is not None:
+        low = param.low if param.low is not None else -1e308
+        high = param.high if param.high is not None else 1e308
+        if isinstance(param.default, int) and not isinstance(param.default, bool):
+            result.integer_range = [IntegerRange(
+                from_value=int(max(low, -2**62)), to_value=int(min(high, 2**62)), step=0)]
+        else:
+            result.floating_point_range = [FloatingPointRange(
+                from_value=float(low), to_value=float(high), step=0.0)]
+    return result
 
 
 class ParameterSet:
@@ -61,7 +37,7 @@ class ParameterSet:
         self._params = {p.name: p for p in params}
         for param in params:
             try:
-                node.declare_parameter(param.name, param.default, param.descriptor())
+                node.declare_parameter(param.name, param.default, descriptor(param))
             except ParameterException as error:  # e.g. an override outside the range
                 raise ValueError(f"{node.get_name()}: invalid parameter '{param.name}': {error}") \
                     from None
@@ -80,3 +56,8 @@ class ParameterSet:
 
     def __getitem__(self, name: str):
         return self._node.get_parameter(name).value
+
+    def get(self, name: str, default=None):
+        """The current value of a declared parameter, else `default` (how a frame processor
+        reads its parameters: live, so a `ros2 param set` applies from the next frame)."""
+        return self[name] if self._node.has_parameter(name) else default

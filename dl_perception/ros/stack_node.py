@@ -15,7 +15,7 @@ from .. import registry
 from ..engine import Engine, EngineOptions
 from ..imaging import DecodedImage, to_rgb8
 from .nodes import node_class
-from .node_base import FrameNode, ModelNode
+from .node_base import FrameNode, ProcessorNode
 from .params import Param
 
 DEFAULT_HOSTED = registry.hosted_defaults()
@@ -34,11 +34,11 @@ class StackNode(FrameNode):
 
     def __init__(self, node_name: str = "stack_node", **kwargs):
         super().__init__(node_name, **kwargs)
-        self.hosted_nodes: list[ModelNode] = []
+        self.hosted_nodes: list[ProcessorNode] = []
         try:
             for name in self.params["nodes"]:
                 cls = node_class(name)
-                if not issubclass(cls, ModelNode):
+                if not issubclass(cls, ProcessorNode):
                     raise ValueError(f"stack_node can host network nodes only, not '{name}'")
                 self.hosted_nodes.append(cls(name, hosted=True))
         except Exception:
@@ -59,6 +59,8 @@ class StackNode(FrameNode):
 
     def process(self, image: DecodedImage, header) -> None:
         rgb = to_rgb8(image.pixels, image.encoding)
+        for node in self.hosted_nodes:  # this frame's parameters reach the engine's run
+            node.processor.before_inference()
         if not self.calibrated:
             self.engine.calibrate([rgb], repeats=1)
             self.calibrated = True
