@@ -30,7 +30,6 @@ from . import tensor_preprocess
 from .device import REDUCED_PRECISION, select_device
 from .imaging import DecodedImage
 from .models.base import PerceptionModel
-from .models.specs import output_schema
 
 CALIBRATION_MARGIN = 0.5
 
@@ -233,7 +232,7 @@ class Engine:
 
         def measure(plan: ModelPlan, timed=None):
             seconds, outputs = timed or self._time(name, sample, plan, repeats)
-            schema = output_schema(model)
+            schema = model.outputs
             deviation = schema.deviation_over_frames(reference, outputs, opts.dense_tolerance)
             kind = schema.kind
             # half the tolerance: one calibration batch under-samples the stream

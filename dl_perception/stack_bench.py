@@ -23,7 +23,6 @@ import torch
 
 from . import models
 from .engine import Engine, EngineOptions
-from .models.specs import output_schema
 from .imaging import DecodedImage
 from .paths import shipped_weights
 
@@ -219,7 +218,7 @@ def compare_outputs(reference: list[dict], candidate: list[dict], engine: Engine
     unmatched share per frame), and whether it is within the engine's tolerance."""
     report = {}
     for name in engine.models:
-        schema = output_schema(engine.models[name])
+        schema = engine.models[name].outputs
         deviation = schema.deviation_over_frames([r[name] for r in reference],
                                                  [c[name] for c in candidate],
                                                  engine.options.dense_tolerance)

@@ -25,15 +25,14 @@ import contextlib
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.preprocessing import PreprocessSpec
 from ..device import REDUCED_PRECISION
-from ..imaging import DecodedImage, gray_scale_factor, to_gray
-from .. import tensor_preprocess as tp
 from .base import PerceptionModel
+from .outputs import KeypointOutputs
 
 
 @dataclass
@@ -332,6 +331,10 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
+    outputs = KeypointOutputs(fields={
+        "keypoints": "N x 2 pixel coordinates, strongest first", "scales": "N sigma (px)",
+        "orientations": "N radians", "scores": "N detector scores",
+        "descriptors": "N x 128, unit length"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"patch_size": (8, 256), "support": (1.0, 100.0), "detector_filter": (1, 101),
                      "ghh_sum": (1, 16), "ghh_max": (1, 16), "detector_sigma": (0.1, 100.0),
@@ -367,16 +370,6 @@ class LIFT(PerceptionModel):
             min_contrast=config.min_contrast, border=config.border)
 
     # --- preprocessing ------------------------------------------------------------------------
-    def preprocessing_info(self) -> dict:
-        return {"color": "gray", "scale": "[0, 1]", "resize": "none"}
-
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        gray = to_gray(image)
-        pixels = gray.astype(np.float32) * np.float32(gray_scale_factor(gray))
-        return torch.from_numpy(np.ascontiguousarray(pixels))[None, None]
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        return tp.gray(frames) / 255.0
 
     @property
     def detector_patch(self) -> int:
@@ -522,6 +515,10 @@ class LIFT(PerceptionModel):
         angles, descriptors = torch.cat(angles), torch.cat(descriptors)
         return {"keypoints": keypoints, "scales": sigmas, "orientations": angles,
                 "scores": scores, "descriptors": descriptors}
+
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """Grey at the camera's own size and depth (the detector's pyramid does the scaling)."""
+        return PreprocessSpec(color="gray")
 
 
 MODEL = LIFT
