@@ -101,7 +101,6 @@ def run_naive(stack: dict, frames: list[np.ndarray], device: torch.device) -> tu
     per_frame, outputs = [], []
     for model in stack.values():
         model.to(device=device, memory_format=torch.contiguous_format).eval()
-        model.set_execution(**model.default_execution())
     with torch.no_grad():
         for pixels in frames:
             image = DecodedImage(pixels, "rgb8")

@@ -63,25 +63,20 @@ class PerceptionModel(nn.Module):
         make of them one by one, on that device."""
         return self.preprocessing_spec().device(frames)
 
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor, **arguments) -> dict[str, torch.Tensor]:
+        """The network's outputs by name. Per-call settings and execution choices are keyword
+        arguments: a model holds no per-call state, so one model serves callers with different
+        settings."""
         raise NotImplementedError
 
     def execution_choices(self) -> dict[str, list]:
-        """Run-time choices that change how, not what, the model computes: attribute name ->
-        candidate values, the first being the default (what eager `forward` does). The engine
-        measures them and keeps the fastest whose outputs stay within tolerance."""
+        """Run-time choices that change how, not what, the model computes: keyword argument of
+        `forward` -> candidate values, the first being the default. The engine measures them and
+        keeps the fastest whose outputs stay within tolerance."""
         return {}
 
     def default_execution(self) -> dict:
         return {choice: values[0] for choice, values in self.execution_choices().items()}
-
-    def set_execution(self, **choices) -> None:
-        allowed = self.execution_choices()
-        for name, value in choices.items():
-            if name not in allowed or value not in allowed[name]:
-                raise ValueError(f"{self.name}: no execution choice {name}={value!r} "
-                                 f"(have {allowed})")
-            setattr(self, name, value)
 
     @property
     def device(self) -> torch.device:
