@@ -30,7 +30,6 @@ from . import tensor_preprocess
 from .device import REDUCED_PRECISION, select_device
 from .imaging import DecodedImage
 from .models.base import PerceptionModel
-from .models.specs import output_schema
 
 CALIBRATION_MARGIN = 0.5
 
@@ -125,25 +124,31 @@ class Engine:
             return model.preprocess_tensor(prepared)
         return torch.cat([model.preprocess(image) for image in prepared]).to(self.device)
 
-    def _run_model(self, name: str, prepared, plan: ModelPlan | None = None) -> list[dict]:
-        """One model over prepared frames -> per-frame outputs on the device."""
+    def _run_model(self, name: str, prepared, plan: ModelPlan | None = None,
+                   arguments: dict | None = None) -> list[dict]:
+        """One model over prepared frames -> per-frame outputs on the device. `arguments`: the
+        caller's per-call settings for `forward` (the plan adds its execution choices)."""
         plan = plan or self.plans[name]
         model, runner = self.models[name], self._runners[name]
         inputs = self._inputs(model, prepared)
         if plan.channels_last and inputs.ndim == 4:
             inputs = inputs.contiguous(memory_format=torch.channels_last)
+        keywords = {**(arguments or {}), **plan.execution}
         with torch.inference_mode(), self._autocast(plan):
             if model.batchable:
-                return _split(runner(inputs), len(inputs))
-            return [runner(inputs[i:i + 1]) for i in range(len(inputs))]
+                return _split(runner(inputs, **keywords), len(inputs))
+            return [runner(inputs[i:i + 1], **keywords) for i in range(len(inputs))]
 
-    def _run_chunk(self, frames: list[np.ndarray], names: list[str]) -> list[dict]:
+    def _run_chunk(self, frames: list[np.ndarray], names: list[str],
+                   arguments: dict | None = None) -> list[dict]:
         if self.device.type == "cpu" and getattr(self._local, "threads", None) != self.threads_per_worker:
             torch.set_num_threads(self.threads_per_worker)  # per worker thread
             self._local.threads = self.threads_per_worker
         with torch.inference_mode(), self._worker_stream():
             prepared = self._prepare(frames)
-            per_model = {name: self._run_model(name, prepared) for name in names}
+            per_model = {name: self._run_model(name, prepared,
+                                               arguments=(arguments or {}).get(name))
+                         for name in names}
             return [{name: _to_host(per_model[name][i]) for name in names}
                     for i in range(len(frames))]
 
@@ -155,16 +160,19 @@ class Engine:
             self._local.stream = torch.cuda.Stream(self.device)
         return torch.cuda.stream(self._local.stream)
 
-    def run(self, frames: list[np.ndarray], names: list[str] | None = None) -> list[dict]:
+    def run(self, frames: list[np.ndarray], names: list[str] | None = None,
+            arguments: dict[str, dict] | None = None) -> list[dict]:
         """HxWx3 uint8 RGB frames (one size) -> per frame, {model name: outputs (float32, CPU)}.
-        Frames go through in batches of `batch_size`, spread over the workers."""
+        Frames go through in batches of `batch_size`, spread over the workers. `arguments`:
+        model name -> per-call `forward` settings (e.g. LIFT's DetectionSettings)."""
         names = list(names or self.models)
         size = self.batch_size
         chunks = [frames[i:i + size] for i in range(0, len(frames), size)]
         if self._pool is None or len(chunks) == 1:
-            results = [self._run_chunk(chunk, names) for chunk in chunks]
+            results = [self._run_chunk(chunk, names, arguments) for chunk in chunks]
         else:
-            results = list(self._pool.map(lambda chunk: self._run_chunk(chunk, names), chunks))
+            results = list(self._pool.map(lambda chunk: self._run_chunk(chunk, names, arguments),
+                                          chunks))
         return [frame for chunk in results for frame in chunk]
 
     def submit(self, frames: list[np.ndarray], names: list[str] | None = None):
@@ -227,13 +235,12 @@ class Engine:
     def _calibrate_model(self, name, model, sample, precisions, layouts, repeats) -> ModelPlan:
         opts = self.options
         defaults = model.default_execution()
-        model.set_execution(**defaults)
         fp32_s, reference = self._time(name, sample, ModelPlan(name), repeats)
         candidates = []
 
         def measure(plan: ModelPlan, timed=None):
             seconds, outputs = timed or self._time(name, sample, plan, repeats)
-            schema = output_schema(model)
+            schema = model.outputs
             deviation = schema.deviation_over_frames(reference, outputs, opts.dense_tolerance)
             kind = schema.kind
             # half the tolerance: one calibration batch under-samples the stream
@@ -261,20 +268,18 @@ class Engine:
         for choice, values in model.execution_choices().items():
             for value in values[1:]:
                 plan = dataclasses.replace(chosen, execution={**chosen.execution, choice: value})
-                model.set_execution(**plan.execution)
                 trial_seconds, trial_deviation, ok = measure(plan)
                 if ok and trial_seconds < seconds:
                     seconds, chosen, deviation = trial_seconds, plan, trial_deviation
-            model.set_execution(**chosen.execution)
         chosen.deviation, chosen.candidates = deviation, candidates
         return chosen
 
     def apply_plan(self, name: str) -> None:
-        """Put a model back in its plan's memory format and execution choices (after something
-        else, such as the benchmark's baseline, ran it in its defaults)."""
+        """Put a model back in its plan's memory format (after something else, such as the
+        benchmark's baseline, ran it in its defaults); execution choices are arguments of each
+        run, never state of the model."""
         plan, model = self.plans[name], self.models[name]
         model.to(memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
-        model.set_execution(**(plan.execution or model.default_execution()))
 
     def describe(self) -> dict:
         return {"device": str(self.device), "workers": self.workers,

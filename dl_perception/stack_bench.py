@@ -23,7 +23,6 @@ import torch
 
 from . import models
 from .engine import Engine, EngineOptions
-from .models.specs import output_schema
 from .imaging import DecodedImage
 from .paths import shipped_weights
 
@@ -102,7 +101,6 @@ def run_naive(stack: dict, frames: list[np.ndarray], device: torch.device) -> tu
     per_frame, outputs = [], []
     for model in stack.values():
         model.to(device=device, memory_format=torch.contiguous_format).eval()
-        model.set_execution(**model.default_execution())
     with torch.no_grad():
         for pixels in frames:
             image = DecodedImage(pixels, "rgb8")
@@ -219,7 +217,7 @@ def compare_outputs(reference: list[dict], candidate: list[dict], engine: Engine
     unmatched share per frame), and whether it is within the engine's tolerance."""
     report = {}
     for name in engine.models:
-        schema = output_schema(engine.models[name])
+        schema = engine.models[name].outputs
         deviation = schema.deviation_over_frames([r[name] for r in reference],
                                                  [c[name] for c in candidate],
                                                  engine.options.dense_tolerance)

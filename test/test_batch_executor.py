@@ -13,7 +13,6 @@ import torch
 from dl_perception import models, rosmsg
 from dl_perception.engine import EngineOptions
 from dl_perception.imaging import DecodedImage
-from dl_perception.models.specs import OUTPUT_SCHEMAS
 from dl_perception.pointcloud import unpack
 from dl_perception.processors import processor_class
 from dl_perception.processors.batch import BatchExecutor
@@ -75,7 +74,8 @@ def test_executor_messages_equal_each_processors_own(frames, executor):
             as_outputs = [{"keypoints": torch.from_numpy(np.stack([p["u"], p["v"]], 1)),
                            "descriptors": torch.from_numpy(p["descriptor"].copy())}
                           for p in (theirs, ours)]
-            assert OUTPUT_SCHEMAS["lift"].deviation(*as_outputs, tolerance=FP32.dense_tolerance) \
+            schema = models.model_class("lift").outputs
+            assert schema.deviation(*as_outputs, tolerance=FP32.dense_tolerance) \
                 <= FP32.keypoint_tolerance
 
 

@@ -70,7 +70,8 @@ def test_a_parameter_budget_is_enforced_before_allocation():
 
 @pytest.mark.parametrize("config,message", [
     ({"resize_to": [0, 0]}, "resize_to"),
-    ({"resize_to": [100, 100]}, "test frame|crop"),  # smaller than the 200-pixel crop
+    # smaller than the 200-pixel crop; the stored preprocessing (320x240) no longer fits either
+    ({"resize_to": [100, 100]}, r"test frame|crop|size: \(320, 240\) vs \(100, 100\)"),
     ({"resize_to": [20000, 20000]}, "resize_to"),
     ({"crop_size": "200"}, "crop_size.*int"),
     ({"crop_size": 200.5}, "crop_size"),

@@ -1,5 +1,6 @@
 """LIFT: architecture as in the papers (both presets), spatial transformer geometry, run-time
 detection, flat frames, checkpoints, one training step of each stage for the paper preset."""
+import dataclasses
 import math
 import sys
 
@@ -110,18 +111,21 @@ def test_flat_frames_give_no_keypoints(pixels):
 
 
 def test_detection_settings_take_effect():
+    """Settings are per call (a frozen argument), never state of the model: one model serves
+    callers with different settings, and a call without them uses the config's."""
     model = models.create("lift").eval()
     image = _image(160, 200)
     with torch.inference_mode():
         many = model.detect(image)[0]
-        model.settings.max_keypoints = 7
-        assert len(model.detect(image)[0]) == 7
-        model.settings.max_keypoints = 10000
-        model.settings.scales = [1.0]
-        single = model.detect(image)
+        assert len(model.detect(image, model.default_settings(max_keypoints=7))[0]) == 7
+        assert len(model(image, settings=model.default_settings(max_keypoints=7))["keypoints"]) == 7
+        assert torch.equal(model.detect(image)[0], many)  # the 7 did not stick
+        single = model.detect(image, model.default_settings(max_keypoints=10000, scales=(1.0,)))
         assert torch.all(single[1] == model.config.detector_sigma)
-        model.settings.nms_radius = 6
-        assert len(model.detect(image)[0]) < len(single[0])
+        wider = model.default_settings(max_keypoints=10000, scales=(1.0,), nms_radius=6)
+        assert len(model.detect(image, wider)[0]) < len(single[0])
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        model.default_settings().max_keypoints = 3
     assert len(many) > 7
     # keypoints are in input-pixel coordinates, away from the border
     assert many[:, 0].min() >= model.config.border - 1 and many[:, 0].max() <= 200 - model.config.border
@@ -133,17 +137,15 @@ def test_execution_choices_change_speed_not_results():
     with torch.inference_mode():
         reference = model(image)
         assert len(reference["keypoints"]) > 64  # several patch batches below
-        model.set_execution(patch_batch=32)
-        batched = model(image)
-        model.set_execution(patch_precision="reduced")
-        reduced = model(image)
+        batched = model(image, patch_batch=32)
+        reduced = model(image, patch_batch=32, patch_precision="reduced")
     for out in (batched, reduced):  # the detector stays fp32: the same keypoints
         torch.testing.assert_close(out["keypoints"], reference["keypoints"], rtol=0, atol=0)
     torch.testing.assert_close(batched["descriptors"], reference["descriptors"], rtol=0, atol=1e-5)
     assert reduced["descriptors"].dtype == torch.float32
     assert 0 < (reduced["descriptors"] - reference["descriptors"]).abs().max() < 0.05
     with pytest.raises(ValueError, match="no execution choice"):
-        model.set_execution(patch_batch=7)
+        model(image, patch_batch=7)
     assert model.default_execution() == {"patch_batch": 0, "patch_precision": "fp32"}
 
 

@@ -10,7 +10,6 @@ import torch
 
 from dl_perception import engine, models
 from dl_perception.imaging import DecodedImage
-from dl_perception.models.specs import OUTPUT_SCHEMAS, output_schema
 from torch_threads import one_torch_thread  # noqa: F401
 
 SMALL = {"dronet": {}, "lift": {"max_keypoints": 60, "scales": [1.0, 2.0]},
@@ -49,7 +48,7 @@ def variants(outputs: dict) -> list[dict]:
 def test_schema_deviation_separates_close_from_far(name, frames):
     torch.manual_seed(0)
     model = models.create(name, **SMALL[name]).eval()
-    schema = output_schema(model)
+    schema = model.outputs
     with torch.inference_mode():
         reference = [model(model.preprocess(f)) for f in frames]
     options = engine.EngineOptions()
@@ -76,6 +75,6 @@ def test_schema_deviation_separates_close_from_far(name, frames):
 
 
 def test_every_network_declares_its_outputs():
-    assert sorted(OUTPUT_SCHEMAS) == sorted(models.MODEL_MODULES)
-    for name, schema in OUTPUT_SCHEMAS.items():
+    for name in models.MODEL_MODULES:
+        schema = models.model_class(name).outputs
         assert schema.fields, name

@@ -1,7 +1,9 @@
-"""The declarative preprocessing (core/preprocessing.py) does what each network's own
-`preprocess` and `preprocess_tensor` do, exactly, on real frames of several sizes and encodings,
-so phase B swaps them in with identical outputs; host and device agree within OpenCV's rounding;
-the spec a checkpoint stores is compared on load."""
+"""The declarative preprocessing (core/preprocessing.py) is every network's only preprocessing
+(`preprocess` runs the spec's host half, `preprocess_tensor` its device half; before they were
+swapped in, this test proved them bit for bit equal to each network's own code on these frames):
+on real frames of several sizes and encodings host and device agree within OpenCV's rounding;
+the spec a checkpoint stores is compared on load, and a checkpoint with another is refused."""
+import dataclasses
 import glob
 import json
 import os
@@ -12,11 +14,10 @@ import pytest
 import torch
 
 from dl_perception import models, tensor_preprocess
-from dl_perception.checkpoint import CheckpointError, read_metadata
+from dl_perception.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from dl_perception.core.preprocessing import (PreprocessSpec, preprocessing_mismatch,
                                               require_preprocessing)
 from dl_perception.imaging import DecodedImage, to_rgb8
-from dl_perception.models.specs import PREPROCESSING, preprocessing_spec
 from dl_perception.paths import resolve_weights
 from torch_threads import one_torch_thread  # noqa: F401
 
@@ -47,19 +48,19 @@ def real_frames(shared_data):
 
 
 @pytest.mark.parametrize("name,overrides", CONFIGS)
-def test_host_and_device_equal_the_models_own_preprocessing(name, overrides, real_frames):
+def test_host_and_device_agree_on_real_frames(name, overrides, real_frames):
     model = models.create(name, **overrides)
-    spec = preprocessing_spec(model)
+    spec = model.preprocessing_spec()
+    channels = 1 if spec.color == "gray" else 3
     for image in real_frames:
-        expected = model.preprocess(image)
-        got = spec.host(image)
-        assert got.dtype == expected.dtype and torch.equal(got, expected), (name, image.encoding)
+        got = model.preprocess(image)
+        assert got.dtype == torch.float32 and got.shape[:2] == (1, channels), name
         assert got.shape[-1:-3:-1] == spec.input_size(image.width, image.height)
+        assert 0.0 <= float(got.min()) and float(got.max()) <= 1.0  # scaled to [0, 1]
     for image in real_frames[::2]:  # a batch of two frames, and an enlarging one
         rgb = to_rgb8(image.pixels, image.encoding)
         uploaded = tensor_preprocess.upload([rgb, rgb[::-1].copy()], torch.device("cpu"))
-        on_device = spec.device(uploaded)
-        assert torch.equal(on_device, model.preprocess_tensor(uploaded)), (name, image.encoding)
+        on_device = model.preprocess_tensor(uploaded)
         difference = (on_device[:1] - spec.host(DecodedImage(rgb, "rgb8"))).abs()
         assert float(difference.mean()) < 0.4 / 255
         resized = spec.resized_size(image.width, image.height)
@@ -85,10 +86,10 @@ def test_invalid_specs_are_refused_with_every_problem_named():
 
 
 def test_stored_spec_round_trips_and_a_difference_is_named():
-    spec = preprocessing_spec(models.create("posenet"))
+    spec = models.create("posenet").preprocessing_spec()
     stored = spec.to_metadata()
     assert preprocessing_mismatch(stored, spec) == []
-    other = preprocessing_spec(models.create("posenet", crop=[128, 96]))
+    other = models.create("posenet", crop=[128, 96]).preprocessing_spec()
     assert preprocessing_mismatch(stored, other) == ["crop: (144, 112) vs (128, 96)"]
     assert "unknown fields" in preprocessing_mismatch({**stored, "gamma": 2.2}, spec)[0]
     assert "version" in preprocessing_mismatch({**stored, "spec_version": 99}, spec)[0]
@@ -103,7 +104,8 @@ def test_shipped_checkpoints_prose_agrees_with_their_spec(name):
     view it must agree with the spec of the config they hold (else loading them is an error)."""
     metadata = read_metadata(resolve_weights(name, ""))
     config = models.model_class(name).Config(**json.loads(metadata["config"]))
-    spec, stored = PREPROCESSING[name](config), json.loads(metadata["preprocessing"])
+    spec = models.model_class(name).meta_model(config).preprocessing_spec()
+    stored = json.loads(metadata["preprocessing"])
     assert preprocessing_mismatch(stored, spec) == []
     flipped = {**stored, "color": "rgb" if stored["color"] == "gray" else "gray"}
     assert preprocessing_mismatch(flipped, spec) == ["color: 'rgb' vs 'gray'" if spec.color == "gray"
@@ -114,7 +116,7 @@ def test_network_input_stage_luma_and_standardisation(real_frames):
     """NetVLAD's cpu preset (grey backbone, each image standardised) stated by the spec and run
     by its NetworkInput: luma as OpenCV's RGB2GRAY, zero mean and unit spread per image, a flat
     image flat; a stored spec or legacy prose with another input stage is named on load."""
-    spec = preprocessing_spec(models.create("netvlad"))
+    spec = models.create("netvlad").preprocessing_spec()
     assert (spec.channels, spec.normalize, spec.mean) == ("luma", "image", None)
     rgb = to_rgb8(real_frames[0].pixels, real_frames[0].encoding)
     batch = spec.host(DecodedImage(rgb, "rgb8"))
@@ -129,7 +131,7 @@ def test_network_input_stage_luma_and_standardisation(real_frames):
         standardised[0].abs().max())
     assert abs(float(standardised.mean())) < 1e-4 and 0.85 < float(standardised.std()) < 1.0
     assert float(spec.network_input()(torch.full((1, 3, 8, 8), 0.7)).abs().max()) < 1e-4
-    fixed = preprocessing_spec(models.create("netvlad", preset="paper"))
+    fixed = models.create("netvlad", preset="paper").preprocessing_spec()
     assert (fixed.channels, fixed.normalize, len(fixed.mean)) == ("as_is", "fixed", 3)
     assert preprocessing_mismatch(spec.to_metadata(), fixed)[-4:] == [
         "channels: 'luma' vs 'as_is'", "normalize: 'image' vs 'fixed'",
@@ -143,3 +145,18 @@ def test_network_input_stage_luma_and_standardisation(real_frames):
     assert "missing fields ['normalize']" in preprocessing_mismatch(missing, spec)[0]
     with pytest.raises(ValueError, match="luma' needs color 'rgb'.*go together"):
         PreprocessSpec(color="gray", channels="luma", normalize="fixed")
+
+
+def test_a_checkpoint_with_another_preprocessing_is_refused_on_load(tmp_path):
+    """Saved checkpoints store the spec; one whose stored spec differs from the spec of the
+    config it holds (another crop and interpolation) is refused, naming the fields."""
+    model = models.create("posenet")
+    path = str(tmp_path / "posenet.safetensors")
+    model.save(path)
+    assert json.loads(read_metadata(path)["preprocessing"]) == model.preprocessing_spec().to_metadata()
+    models.load(path)  # its own spec: loads
+    checkpoint = model.to_checkpoint()
+    save_checkpoint(path, dataclasses.replace(checkpoint, preprocessing={
+        **checkpoint.preprocessing, "crop": [128, 96], "interpolation": "linear"}))
+    with pytest.raises(CheckpointError, match=r"posenet.safetensors: preprocessing .*interpolation.*crop|posenet.safetensors: preprocessing .*crop.*interpolation"):
+        models.load(path)

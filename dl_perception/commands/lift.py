@@ -134,19 +134,19 @@ def bench(args) -> int:
     weights = resolve_weights("lift", args.weights or "")
     device = device_of(args)
     model = models.load(weights, expected="lift").to(device).eval()
-    model.settings.max_keypoints = args.max_keypoints
+    settings = model.default_settings(max_keypoints=args.max_keypoints)
     frames = [DecodedImage(cv2.resize(f.pixels, (args.width, args.height)), "rgb8")
               for f in synthetic_frames(min(args.frames, 20))]
     frames = (frames * (args.frames // len(frames) + 1))[: args.frames]
 
     def lift(frame):
         with torch.inference_mode():
-            out = model(model.preprocess(frame).to(device))
+            out = model(model.preprocess(frame).to(device), settings=settings)
         return len(out["descriptors"].cpu())
 
     def lift_detector(frame):
         with torch.inference_mode():
-            return len(model.detect(model.preprocess(frame).to(device))[0].cpu())
+            return len(model.detect(model.preprocess(frame).to(device), settings)[0].cpu())
     sift_detector = cv2.SIFT_create(nfeatures=args.max_keypoints)
 
     def sift(frame):

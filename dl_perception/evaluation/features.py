@@ -83,11 +83,12 @@ class LIFTExtractor(Extractor):
         self.name = "LIFT"
         self.model = model.to(device).eval()
         self.device = device
-        self.model.settings.max_keypoints = max_keypoints
+        self.settings = self.model.default_settings(max_keypoints=max_keypoints)
 
     def __call__(self, gray):
         with torch.inference_mode():
-            out = self.model(self.model.preprocess(DecodedImage(gray, "mono8")).to(self.device))
+            out = self.model(self.model.preprocess(DecodedImage(gray, "mono8")).to(self.device),
+                             settings=self.settings)
         return (out["keypoints"].cpu().numpy().astype(np.float64),
                 out["descriptors"].cpu().numpy())
 

@@ -15,6 +15,7 @@ from torch.utils._device import _device_constructors  # torch is pinned (setup.p
 
 from ..checkpoint import (Checkpoint, CheckpointError, check_tensor_values, checked_config,
                           load_tensors, read_header, save_checkpoint)
+from ..core.preprocessing import PreprocessSpec, require_preprocessing
 from ..imaging import DecodedImage
 
 # a checkpoint may declare this many times the parameters of the model's largest preset
@@ -28,6 +29,9 @@ class PerceptionModel(nn.Module):
     presets: ClassVar[dict[str, dict]] = {"cpu": {}}
     # False where `forward` takes one frame at a time (the engine then runs frames one by one)
     batchable: ClassVar[bool] = True
+    # models/outputs.py schema of `forward`'s dict: its fields, and how the engine compares a
+    # reduced-precision run with fp32
+    outputs: ClassVar[object]
     # Config field -> (low, high) for every number the field holds: a checkpoint's config is
     # refused outside them. Fields not named are type-checked only (numbers finite, integers
     # within a C int), so name every field that sizes an input or an allocation.
@@ -45,38 +49,34 @@ class PerceptionModel(nn.Module):
             raise ValueError(f"{cls.name}: unknown preset '{preset}' (have {sorted(cls.presets)})")
         return cls.Config(**{**cls.presets[preset], **overrides})
 
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """What the network takes, declared from its config (core/preprocessing.py runs it on
+        the host and on the device; checkpoints store it and are checked against it)."""
+        raise NotImplementedError
+
     def preprocess(self, image: DecodedImage) -> torch.Tensor:
         """One decoded frame -> a 1xCxHxW float tensor on the CPU."""
-        raise NotImplementedError
+        return self.preprocessing_spec().host(image)
 
     def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
         """N x 3 x H x W uint8 RGB frames on any device -> the input batch `preprocess` would
-        make of them one by one, on that device (built from dl_perception.tensor_preprocess)."""
-        raise NotImplementedError
+        make of them one by one, on that device."""
+        return self.preprocessing_spec().device(frames)
 
-    def preprocessing_info(self) -> dict:
-        """What `preprocess` does, stored in checkpoints so a mismatch is visible."""
-        return {}
-
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor, **arguments) -> dict[str, torch.Tensor]:
+        """The network's outputs by name. Per-call settings and execution choices are keyword
+        arguments: a model holds no per-call state, so one model serves callers with different
+        settings."""
         raise NotImplementedError
 
     def execution_choices(self) -> dict[str, list]:
-        """Run-time choices that change how, not what, the model computes: attribute name ->
-        candidate values, the first being the default (what eager `forward` does). The engine
-        measures them and keeps the fastest whose outputs stay within tolerance."""
+        """Run-time choices that change how, not what, the model computes: keyword argument of
+        `forward` -> candidate values, the first being the default. The engine measures them and
+        keeps the fastest whose outputs stay within tolerance."""
         return {}
 
     def default_execution(self) -> dict:
         return {choice: values[0] for choice, values in self.execution_choices().items()}
-
-    def set_execution(self, **choices) -> None:
-        allowed = self.execution_choices()
-        for name, value in choices.items():
-            if name not in allowed or value not in allowed[name]:
-                raise ValueError(f"{self.name}: no execution choice {name}={value!r} "
-                                 f"(have {allowed})")
-            setattr(self, name, value)
 
     @property
     def device(self) -> torch.device:
@@ -87,7 +87,7 @@ class PerceptionModel(nn.Module):
             model=self.name,
             config=dataclasses.asdict(self.config),
             state_dict=self.state_dict(),
-            preprocessing=self.preprocessing_info(),
+            preprocessing=self.preprocessing_spec().to_metadata(),
             info=info or {},
         )
 
@@ -157,16 +157,19 @@ class PerceptionModel(nn.Module):
         if isinstance(checkpoint, str):
             header = read_header(checkpoint, expected_model=cls.name)
             source, values, info, shapes = checkpoint, header.config, header.info, header.tensors
+            stored_preprocessing = header.preprocessing
         else:
             if checkpoint.model != cls.name:
                 raise CheckpointError(f"checkpoint holds '{checkpoint.model}', expected '{cls.name}'")
             source, values, info = f"{cls.name} checkpoint", checkpoint.config, checkpoint.info
             shapes = {k: tuple(v.shape) for k, v in checkpoint.state_dict.items()}
+            stored_preprocessing = checkpoint.preprocessing
         try:
             config = cls.checked_config(values)
             skeleton = cls.check_parameter_budget(config)
         except CheckpointError as error:
             raise CheckpointError(f"{source}: {error}") from None
+        require_preprocessing(stored_preprocessing, skeleton.preprocessing_spec(), source)
         expected = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
         missing = [k for k in expected if k not in shapes]
         unexpected = [k for k in shapes if k not in expected]

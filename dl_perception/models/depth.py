@@ -32,9 +32,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import DecodedImage, to_rgb8
-from .. import tensor_preprocess as tp
+from ..core.preprocessing import PreprocessSpec
+from ..imaging import DecodedImage
 from .base import PerceptionModel
+from .outputs import DenseOutputs
 
 FINE_KERNEL, FINE_STRIDE, POOL = 9, 2, 2
 FINE_PASS_SHIFT = 4.0  # log metres: the fine stack's initial pass-through holds depths > e^-4 m
@@ -136,6 +137,8 @@ def _he_init(layer: nn.Module) -> None:
 class EigenDepth(PerceptionModel):
     name = "depth"
     Config = EigenDepthConfig
+    outputs = DenseOutputs({"coarse_log_depth": "coarse stack output",
+                           "log_depth": "B x 1 x h x w log metres", "depth": "B x 1 x h x w m"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"input_size": (16, 2048), "view_crop": (0.05, 1.0),
                      "coarse_channels": (1, 2048), "coarse_hidden": (1, 16384),
@@ -256,26 +259,6 @@ class EigenDepth(PerceptionModel):
         return crop_to_network(rgb, self.view(rgb.shape[1], rgb.shape[0]),
                                self.config.input_size)
 
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        rgb = to_rgb8(image.pixels, image.encoding)
-        pixels = self.network_pixels(np.ascontiguousarray(rgb))
-        return torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)[None]
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        view = self.view(frames.shape[-1], frames.shape[-2])
-        shrinking = view.resized_width * view.resized_height < frames.shape[-1] * frames.shape[-2]
-        resized = tp.resize(frames, view.resized_width, view.resized_height,
-                            "area" if shrinking else "linear")
-        width, height = self.config.input_size
-        return tp.crop(resized, view.offset_x, view.offset_y, width, height) / 255.0
-
-    def preprocessing_info(self) -> dict:
-        return {"color": "rgb", "input_size_wh": list(self.config.input_size),
-                "resize": "keep aspect, area/bilinear, centre crop",
-                "view_crop": self.config.view_crop, "scale": "1/255",
-                "mean": list(self.config.input_mean), "std": list(self.config.input_std),
-                "output": "log depth (metres) along the optical axis"}
-
     def output_grid(self) -> tuple[np.ndarray, np.ndarray]:
         """Network-input pixel coordinates (x, y) of the output cells' centres."""
         top = self.config.input_size[1] - (self.config.fine_rows or self.config.input_size[1])
@@ -320,6 +303,14 @@ class EigenDepth(PerceptionModel):
         with torch.inference_mode():
             log_depth = self(batch)["log_depth"][0, 0].float().cpu().numpy()
         return self.depth_on_image(log_depth, image.width, image.height)
+
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """Aspect kept so the input covers view_crop of the image along the tighter axis, area
+        when shrinking and bilinear when enlarging, centre crop to input_size."""
+        size = tuple(self.config.input_size)
+        return PreprocessSpec(color="rgb", resize="cover", size=size, view=self.config.view_crop,
+                              interpolation="area_or_linear", crop=size, normalize="fixed",
+                              mean=self.config.input_mean, std=self.config.input_std)
 
 
 MODEL = EigenDepth

@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import DecodedImage, gray_scale_factor, to_gray
-from .. import tensor_preprocess as tp
+from ..core.preprocessing import PreprocessSpec
 from .base import PerceptionModel
+from .outputs import DenseOutputs
 
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # Keras momentum 0.99 is the weight of the running value
@@ -150,6 +150,9 @@ class DroNetConfig:
 class DroNet(PerceptionModel):
     name = "dronet"
     Config = DroNetConfig
+    outputs = DenseOutputs({"steering": "steering angle (rad, positive left)",
+                            "collision_logit": "collision logit",
+                            "collision_probability": "collision probability"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"input_channels": (1, 4), "crop_size": (8, 1024), "resize_to": (8, 4096),
                      "block_channels": (1, 1024), "dropout": (0.0, 1.0), "conv_l2": (0.0, 1.0)}
@@ -217,16 +220,6 @@ class DroNet(PerceptionModel):
         weights = [w for b in self.blocks for w in (b.conv1.weight, b.conv2.weight)]
         return self.config.conv_l2 * sum((w ** 2).sum() for w in weights)
 
-    def preprocessing_info(self) -> dict:
-        size = self.config.crop_size
-        return {
-            "color": "gray",
-            "resize_to_wh": list(self.config.resize_to),
-            "interpolation": "bilinear",
-            "crop": f"{self.config.crop_anchor} {size} rows, centre {size} columns",
-            "scale": "1/255",
-        }
-
     def _crop_origin(self) -> tuple[int, int]:
         width, height = self.config.resize_to
         size = self.config.crop_size
@@ -244,16 +237,13 @@ class DroNet(PerceptionModel):
         size = self.config.crop_size
         return gray[top:top + size, left:left + size]
 
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        gray = to_gray(image)
-        crop = self.crop_pixels(gray).astype(np.float32) * np.float32(gray_scale_factor(gray))
-        return torch.from_numpy(np.ascontiguousarray(crop))[None, None]
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        width, height = self.config.resize_to
-        resized = tp.resize(tp.gray(frames), width, height, "linear")
-        size = self.config.crop_size
-        return tp.crop(resized, *self._crop_origin(), size, size) / 255.0
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """Grey, bilinear to resize_to, the crop_size square: bottom rows (the official model;
+        crop_anchor 'centre' for PULP-DroNet), centre columns."""
+        config = self.config
+        return PreprocessSpec(color="gray", resize="fixed", size=tuple(config.resize_to),
+                              interpolation="linear", crop=(config.crop_size, config.crop_size),
+                              crop_rows="centre" if config.crop_anchor == "centre" else "bottom")
 
 
 MODEL = DroNet

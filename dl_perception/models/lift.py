@@ -25,15 +25,14 @@ import contextlib
 import math
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..core.preprocessing import PreprocessSpec
 from ..device import REDUCED_PRECISION
-from ..imaging import DecodedImage, gray_scale_factor, to_gray
-from .. import tensor_preprocess as tp
 from .base import PerceptionModel
+from .outputs import KeypointOutputs
 
 
 @dataclass
@@ -61,14 +60,15 @@ class LIFTConfig:
     border: int = 8  # pixels of the input image kept free of keypoints
 
 
-@dataclass
+@dataclass(frozen=True)
 class DetectionSettings:
-    """What a caller may change between frames without touching the weights."""
+    """What a caller may change between frames without touching the weights: an argument of
+    `forward` and `detect`, never state of the model."""
 
     max_keypoints: int
     score_threshold: float
     nms_radius: int
-    scales: list
+    scales: tuple
     min_contrast: float
     border: int
 
@@ -332,6 +332,10 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
+    outputs = KeypointOutputs(fields={
+        "keypoints": "N x 2 pixel coordinates, strongest first", "scales": "N sigma (px)",
+        "orientations": "N radians", "scores": "N detector scores",
+        "descriptors": "N x 128, unit length"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"patch_size": (8, 256), "support": (1.0, 100.0), "detector_filter": (1, 101),
                      "ghh_sum": (1, 16), "ghh_max": (1, 16), "detector_sigma": (0.1, 100.0),
@@ -350,33 +354,21 @@ class LIFT(PerceptionModel):
         "paper": {},
     }
 
-    # How the patch networks run (engine choices, see execution_choices): patches per pass, 0 =
-    # all at once; "reduced" = bf16 on a CPU / fp16 on CUDA for the orientation and descriptor
-    # networks only, the detector (which decides the keypoints) staying fp32.
-    patch_batch: int = 0
-    patch_precision: str = "fp32"
-
     def __init__(self, config: LIFTConfig):
         super().__init__(config)
         self.detector = Detector(config)
         self.orientation = OrientationNet(config)
         self.descriptor = DescriptorNet(config)
-        self.settings = DetectionSettings(
-            max_keypoints=config.max_keypoints, score_threshold=config.score_threshold,
-            nms_radius=config.nms_radius, scales=list(config.scales),
-            min_contrast=config.min_contrast, border=config.border)
+
+    def default_settings(self, **changes) -> DetectionSettings:
+        """The config's detection settings, with `changes` (DetectionSettings fields)."""
+        config = self.config
+        return DetectionSettings(**{
+            "max_keypoints": config.max_keypoints, "score_threshold": config.score_threshold,
+            "nms_radius": config.nms_radius, "scales": tuple(config.scales),
+            "min_contrast": config.min_contrast, "border": config.border, **changes})
 
     # --- preprocessing ------------------------------------------------------------------------
-    def preprocessing_info(self) -> dict:
-        return {"color": "gray", "scale": "[0, 1]", "resize": "none"}
-
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        gray = to_gray(image)
-        pixels = gray.astype(np.float32) * np.float32(gray_scale_factor(gray))
-        return torch.from_numpy(np.ascontiguousarray(pixels))[None, None]
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        return tp.gray(frames) / 255.0
 
     @property
     def detector_patch(self) -> int:
@@ -390,31 +382,37 @@ class LIFT(PerceptionModel):
         padded = F.pad(images, (pad, pad, pad, pad), mode="reflect")
         return self.detector(padded)
 
-    # on a CPU, 32-64 patches at a time keep every activation in cache: measured 1.8x faster
-    # than all 500 at once, with the same numbers
+    # How the patch networks run (`forward` arguments the engine measures): patches per pass,
+    # 0 = all at once (on a CPU, 32-64 at a time keep every activation in cache: measured 1.8x
+    # faster than all 500 at once, with the same numbers); "reduced" = bf16 on a CPU / fp16 on
+    # CUDA for the orientation and descriptor networks only, the detector (which decides the
+    # keypoints) staying fp32.
     EXECUTION_CHOICES = {"patch_batch": [0, 256, 64, 32], "patch_precision": ["fp32", "reduced"]}
 
     def execution_choices(self) -> dict[str, list]:
         return self.EXECUTION_CHOICES
 
-    def _patch_network_precision(self, device: torch.device):
-        if self.patch_precision == "fp32":
+    @staticmethod
+    def _patch_network_precision(device: torch.device, precision: str):
+        if precision == "fp32":
             return contextlib.nullcontext()
         return torch.autocast(device.type, dtype=REDUCED_PRECISION.get(device.type, torch.bfloat16))
 
-    def orient(self, pyramid, centers, sigmas, image_index=None) -> torch.Tensor:
+    def orient(self, pyramid, centers, sigmas, image_index=None,
+               precision: str = "fp32") -> torch.Tensor:
         """Orientation (radians) of keypoints, from upright patches."""
         zero = torch.zeros_like(sigmas)
         patches = sample_patches(pyramid, centers, sigmas, zero, self.config.patch_size,
                                  self.config.support, image_index)
-        with self._patch_network_precision(patches.device):
+        with self._patch_network_precision(patches.device, precision):
             vector = self.orientation(patches).float()
         return torch.atan2(vector[:, 1], vector[:, 0])
 
-    def describe(self, pyramid, centers, sigmas, angles, image_index=None) -> torch.Tensor:
+    def describe(self, pyramid, centers, sigmas, angles, image_index=None,
+                 precision: str = "fp32") -> torch.Tensor:
         patches = sample_patches(pyramid, centers, sigmas, angles, self.config.patch_size,
                                  self.config.support, image_index)
-        with self._patch_network_precision(patches.device):
+        with self._patch_network_precision(patches.device, precision):
             return self.descriptor(patches).float()
 
     def pyramid_for(self, images: torch.Tensor, max_sigma: float) -> list[torch.Tensor]:
@@ -424,7 +422,7 @@ class LIFT(PerceptionModel):
     # --- run time -----------------------------------------------------------------------------
     def detect(self, image: torch.Tensor, settings: DetectionSettings | None = None):
         """1x1xHxW image -> (keypoints N x 2, sigmas N, scores N), strongest first."""
-        s = settings or self.settings
+        s = settings or self.default_settings()
         height, width = image.shape[-2:]
         empty = (image.new_zeros((0, 2)), image.new_zeros(0), image.new_zeros(0))
         maps, factors, scales_used = [], [], []
@@ -503,25 +501,38 @@ class LIFT(PerceptionModel):
         step_down = math.log(scales[index] / scales[index - 1])
         return torch.exp(offset * torch.where(offset > 0, step_up * ones, step_down * ones))
 
-    def forward(self, batch: torch.Tensor) -> dict[str, torch.Tensor]:
+    def forward(self, batch: torch.Tensor, settings: DetectionSettings | None = None,
+                patch_batch: int = 0, patch_precision: str = "fp32") -> dict[str, torch.Tensor]:
         """One image (1x1xHxW, intensities in [0, 1]) -> keypoints (N x 2, pixels), scales (N,
-        sigma in pixels), orientations (N, radians), scores (N), descriptors (N x 128)."""
+        sigma in pixels), orientations (N, radians), scores (N), descriptors (N x 128).
+        `settings`: this call's detection settings (default: the config's); `patch_batch`,
+        `patch_precision`: how the patch networks run (EXECUTION_CHOICES)."""
         if batch.shape[0] != 1 or batch.shape[1] != 1:
             raise ValueError(f"LIFT takes one grayscale image (1x1xHxW), got {tuple(batch.shape)}")
-        keypoints, sigmas, scores = self.detect(batch)
+        if patch_batch not in self.EXECUTION_CHOICES["patch_batch"] or \
+                patch_precision not in self.EXECUTION_CHOICES["patch_precision"]:
+            raise ValueError(f"lift: no execution choice patch_batch={patch_batch!r}, "
+                             f"patch_precision={patch_precision!r} (have {self.EXECUTION_CHOICES})")
+        keypoints, sigmas, scores = self.detect(batch, settings)
         if len(keypoints) == 0:
             return {"keypoints": keypoints, "scales": sigmas, "orientations": sigmas.clone(),
                     "scores": scores,
                     "descriptors": batch.new_zeros((0, self.config.descriptor_dim))}
         pyramid = self.pyramid_for(batch, float(sigmas.max()))
         angles, descriptors = [], []
-        step = self.patch_batch or len(keypoints)
+        step = patch_batch or len(keypoints)
         for part in (slice(start, start + step) for start in range(0, len(keypoints), step)):
-            angles.append(self.orient(pyramid, keypoints[part], sigmas[part]))
-            descriptors.append(self.describe(pyramid, keypoints[part], sigmas[part], angles[-1]))
+            angles.append(self.orient(pyramid, keypoints[part], sigmas[part],
+                                      precision=patch_precision))
+            descriptors.append(self.describe(pyramid, keypoints[part], sigmas[part], angles[-1],
+                                             precision=patch_precision))
         angles, descriptors = torch.cat(angles), torch.cat(descriptors)
         return {"keypoints": keypoints, "scales": sigmas, "orientations": angles,
                 "scores": scores, "descriptors": descriptors}
+
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """Grey at the camera's own size and depth (the detector's pyramid does the scaling)."""
+        return PreprocessSpec(color="gray")
 
 
 MODEL = LIFT

@@ -25,10 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import DecodedImage, to_rgb8
-from .. import tensor_preprocess as tp
+from ..core.preprocessing import PreprocessSpec
 from .base import PerceptionModel
-from .specs import netvlad_preprocessing
+from .outputs import DenseOutputs
 
 # ImageNet statistics, as VGG16 expects its input
 RGB_MEAN = (0.485, 0.456, 0.406)
@@ -192,6 +191,8 @@ class NetVLADLayer(nn.Module):
 class NetVLAD(PerceptionModel):
     name = "netvlad"
     Config = NetVLADConfig
+    outputs = DenseOutputs({"descriptor": "global descriptor (whitened when fitted), unit "
+                                          "length", "vlad": "the NetVLAD vector"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"eigen_channels": (1, 2048), "light_channels": (1, 2048),
                      "resize_to": (16, 4096), "input_mean": (-10.0, 10.0),
@@ -233,7 +234,7 @@ class NetVLAD(PerceptionModel):
         self.register_buffer("whitening_projection", torch.zeros(config.pca_dim, self.vlad_dim))
         self.register_buffer("whitening_fitted", torch.zeros((), dtype=torch.bool))
         # luma and normalisation as the preprocessing spec states them (no checkpoint keys)
-        self.network_input = netvlad_preprocessing(config).network_input()
+        self.network_input = self.preprocessing_spec().network_input()
 
     @property
     def whitened(self) -> bool:
@@ -289,15 +290,6 @@ class NetVLAD(PerceptionModel):
             self.whitening_projection.copy_(projection.T.float())
             self.whitening_fitted.fill_(True)
 
-    def preprocessing_info(self) -> dict:
-        if self.config.input_normalization == "image":
-            normalize = "per image: minus its mean, divided by its standard deviation + 0.01"
-        else:
-            normalize = {"mean": list(self.config.input_mean), "std": list(self.config.input_std)}
-        return {"color": "grey (BT.601 luma of rgb)" if self.config.grey else "rgb",
-                "resize_to_wh": list(self.config.resize_to), "interpolation": "area",
-                "scale": "1/255", "normalize": normalize}
-
     def prepare_pixels(self, rgb: np.ndarray) -> np.ndarray:
         """HxWx3 uint8 RGB -> the network's input size (uint8)."""
         width, height = self.config.resize_to
@@ -311,14 +303,16 @@ class NetVLAD(PerceptionModel):
             tensor = tensor[None]
         return tensor.permute(0, 3, 1, 2).float().div_(255.0)
 
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        if image.height == 0 or image.width == 0:
-            raise ValueError("netvlad: empty image")
-        return self.to_tensor(self.prepare_pixels(to_rgb8(image.pixels, image.encoding)))
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        width, height = self.config.resize_to
-        return tp.resize(frames, width, height, "area") / 255.0
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """RGB, area to resize_to; the network's input stage: luma when `grey`, standardised
+        per image or by the fixed mean/std (run by the spec's NetworkInput)."""
+        config = self.config
+        fixed = config.input_normalization == "fixed"
+        return PreprocessSpec(color="rgb", resize="fixed", size=tuple(config.resize_to),
+                              interpolation="area", channels="luma" if config.grey else "as_is",
+                              normalize=config.input_normalization,
+                              mean=config.input_mean if fixed else None,
+                              std=config.input_std if fixed else None)
 
 
 MODEL = NetVLAD

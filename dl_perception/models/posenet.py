@@ -25,9 +25,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..imaging import DecodedImage, to_rgb8
-from .. import tensor_preprocess as tp
+from ..core.preprocessing import PreprocessSpec
 from .base import PerceptionModel
+from .outputs import DenseOutputs
 
 # GoogLeNet's Inception modules: 1x1, 3x3 reduce, 3x3, 5x5 reduce, 5x5, pool projection
 GOOGLENET_STAGES = [
@@ -169,6 +169,11 @@ def pose_covariance(log_variance_position: float, log_variance_orientation: floa
 class PoseNet(PerceptionModel):
     name = "posenet"
     Config = PoseNetConfig
+    outputs = DenseOutputs({"position": "B x 3 metres in the scene frame",
+                            "quaternion": "B x 4 x, y, z, w unit",
+                            "quaternion_raw": "B x 4 before normalisation",
+                            "log_variance_position": "learned weighting only",
+                            "log_variance_orientation": "learned weighting only"})
     # checkpoint configs are refused outside these (models/base.py); sizes bound the memory
     config_bounds = {"resize_short": (16, 4096), "crop": (16, 4096), "stem": (1, 2048),
                      "stages": (0, 4096), "pose_features": (1, 16384), "dropout": (0.0, 1.0),
@@ -291,19 +296,6 @@ class PoseNet(PerceptionModel):
         size = self.resized_size(rgb.shape[1], rgb.shape[0])
         return cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
 
-    def centre_crop(self, resized: np.ndarray) -> np.ndarray:
-        crop_w, crop_h = self.config.crop
-        top = (resized.shape[0] - crop_h) // 2
-        left = (resized.shape[1] - crop_w) // 2
-        return resized[top:top + crop_h, left:left + crop_w]
-
-    def preprocess_tensor(self, frames: torch.Tensor) -> torch.Tensor:
-        width, height = self.resized_size(frames.shape[-1], frames.shape[-2])
-        crop_w, crop_h = self.config.crop
-        resized = tp.resize(frames, width, height, "area")
-        return tp.crop(resized, (width - crop_w) // 2, (height - crop_h) // 2, crop_w,
-                       crop_h) / 255.0
-
     @staticmethod
     def to_tensor(crops: np.ndarray) -> torch.Tensor:
         """NxHxWx3 (or HxWx3) uint8 RGB -> Nx3xHxW float in [0, 1]."""
@@ -311,18 +303,13 @@ class PoseNet(PerceptionModel):
             crops = crops[None]
         return torch.from_numpy(np.ascontiguousarray(crops)).permute(0, 3, 1, 2).float() / 255.0
 
-    def preprocess(self, image: DecodedImage) -> torch.Tensor:
-        rgb = to_rgb8(image.pixels, image.encoding)
-        return self.to_tensor(self.centre_crop(self.resize(rgb)))
-
-    def preprocessing_info(self) -> dict:
-        return {
-            "color": "rgb",
-            "resize": f"shorter side {self.config.resize_short}, aspect kept, area interpolation",
-            "crop_wh": list(self.config.crop),
-            "crop": "random during training, centre at test time",
-            "scale": "1/255, then (x - pixel_mean) / pixel_std inside the model",
-        }
+    def preprocessing_spec(self) -> PreprocessSpec:
+        """Shorter side resize_short (aspect kept, area), centre crop (random in training)."""
+        short = self.config.resize_short
+        return PreprocessSpec(color="rgb", resize="cover", size=(short, short),
+                              interpolation="area", crop=tuple(self.config.crop),
+                              normalize="fixed", mean=self.config.pixel_mean,
+                              std=self.config.pixel_std)
 
 
 MODEL = PoseNet

@@ -76,15 +76,20 @@ class FrameProcessor:
         self.device = device
         self.params = params if params is not None else {}
 
-    def before_inference(self) -> None:
-        """Give the model this frame's per-call settings (a batching executor calls it before
-        its engine runs). Phase B: settings are arguments of `forward` and this goes."""
+    # False under a batching executor (stack_node, BatchExecutor): its engine passes the
+    # execution choices it measured, the processor only its settings
+    passes_execution: bool = True
+
+    def forward_arguments(self) -> dict:
+        """This frame's keyword arguments of the model's `forward`, from the current parameters
+        (a batching executor hands them to its engine with the frame)."""
+        return {}
 
     def infer(self, image: DecodedImage) -> dict:
         """The network's outputs for one frame (batch of one)."""
         batch = self.model.preprocess(image).to(self.device, non_blocking=True)
         with torch.inference_mode():
-            return self.model(batch)
+            return self.model(batch, **self.forward_arguments())
 
     @classmethod
     def from_params(cls, params: dict) -> "FrameProcessor":

@@ -4,9 +4,9 @@ precision and memory format per network), then each processor's own results and 
 the engine's outputs. stack_node becomes this executor plus one set of publishers per hosted
 processor (docs/architecture.md, phase B).
 
-Per frame, each processor's per-call settings are applied before the engine runs, so a changed
-parameter takes effect on the frame it was changed for (stack_node does the same for the nodes it
-hosts)."""
+Per frame, each processor's per-call settings (`forward_arguments()`) go to the engine with the
+frame, so a changed parameter takes effect on the frame it was changed for (stack_node does the
+same for the nodes it hosts)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -35,20 +35,18 @@ class BatchExecutor:
         self.processors = list(processors)
         self.engine = Engine({p.model_name: p.model for p in self.processors}, options)
         for processor in self.processors:
-            if hasattr(processor, "sets_execution"):
-                processor.sets_execution = False  # the engine's measured plan decides
+            processor.passes_execution = False  # the engine's measured plan decides
         self.calibrated = False
 
     def process(self, image: DecodedImage, header) -> FrameOutcome:
         """One decoded frame (+ its rosmsg header) through every processor; a processor that
         fails is reported in `errors` and the others go on."""
         rgb = to_rgb8(image.pixels, image.encoding)
-        for processor in self.processors:
-            processor.before_inference()
+        arguments = {p.model_name: p.forward_arguments() for p in self.processors}
         if not self.calibrated:
             self.engine.calibrate([rgb], repeats=1)
             self.calibrated = True
-        outputs = self.engine.run([rgb])[0]
+        outputs = self.engine.run([rgb], arguments=arguments)[0]
         outcome = FrameOutcome()
         for processor in self.processors:
             processor.infer = lambda _image, given=outputs[processor.model_name]: given

@@ -88,26 +88,21 @@ class LIFTProcessor(FrameProcessor):
         super().__init__(model, device, params)
         self.frames_without_keypoints = 0
         self.keypoints_last = 0
-        # False under a batching executor (stack_node): its engine sets the execution choices
-        # it measured
-        self.sets_execution = True
 
     def settings(self) -> DetectionSettings:
         """This frame's detection settings, from the parameters."""
         return DetectionSettings(
             max_keypoints=self.param("max_keypoints"), score_threshold=self.param("score_threshold"),
-            nms_radius=self.param("nms_radius"), scales=list(self.param("scales")),
+            nms_radius=self.param("nms_radius"), scales=tuple(self.param("scales")),
             min_contrast=self.model.config.min_contrast, border=self.model.config.border)
 
-    def before_inference(self) -> None:
-        # Phase B: LIFT.forward(batch, settings) takes the settings per call; until the lift
-        # branch's model changes are merged the processor sets them, as lift_node does today.
-        self.model.settings = self.settings()
-        if self.sets_execution:
-            self.model.set_execution(patch_batch=self.param("patch_batch"))
+    def forward_arguments(self) -> dict:
+        arguments = {"settings": self.settings()}
+        if self.passes_execution:
+            arguments["patch_batch"] = self.param("patch_batch")
+        return arguments
 
     def run(self, image) -> FeaturesResult:
-        self.before_inference()
         columns = feature_columns(self.infer(image))
         self.keypoints_last = len(columns["u"])
         if self.keypoints_last == 0:

@@ -8,7 +8,6 @@ import time
 import traceback
 
 import rclpy
-import torch
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
@@ -226,16 +225,6 @@ class ModelNode(FrameNode):
         self.get_logger().info(
             f"{self.model_name} from {self.weights_path} on {describe(self.device)}")
 
-    def infer(self, image: DecodedImage) -> dict:
-        """The network's outputs for one frame (batch of one)."""
-        batch = self.model.preprocess(image).to(self.device, non_blocking=True)
-        with torch.inference_mode():
-            return self.model(batch)
-
-    def take_outputs_from(self, source) -> None:
-        """Use `source(image) -> outputs` instead of running the network (stack_node's engine)."""
-        self.infer = source
-
     def diagnostic_values(self) -> dict[str, str]:
         return {"model": self.model_name, "weights": self.weights_path}
 
@@ -260,8 +249,8 @@ class ProcessorNode(ModelNode):
         self.processor.warn = lambda text: self.get_logger().warning(text,
                                                                      throttle_duration_sec=2.0)
         self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
-        if self.hosted and hasattr(self.processor, "sets_execution"):
-            self.processor.sets_execution = False  # the stack_node engine's measured plan decides
+        if self.hosted:
+            self.processor.passes_execution = False  # the stack_node engine's plan decides
         self.side_input_errors = 0
         self._output_publishers = {}
         for topic, msgtype in dict(self.processor.outputs).items():
@@ -300,6 +289,7 @@ class ProcessorNode(ModelNode):
                                       throttle_duration_sec=5.0)
 
     def take_outputs_from(self, source) -> None:
+        """Use `source(image) -> outputs` instead of running the network (stack_node's engine)."""
         self.processor.infer = source
 
     def process(self, image: DecodedImage, header) -> None:

@@ -59,8 +59,9 @@ class StackNode(FrameNode):
 
     def process(self, image: DecodedImage, header) -> None:
         rgb = to_rgb8(image.pixels, image.encoding)
-        for node in self.hosted_nodes:  # this frame's parameters reach the engine's run
-            node.processor.before_inference()
+        # this frame's parameters go to the engine with it
+        arguments = {node.model_name: node.processor.forward_arguments()
+                     for node in self.hosted_nodes}
         if not self.calibrated:
             self.engine.calibrate([rgb], repeats=1)
             self.calibrated = True
@@ -68,7 +69,7 @@ class StackNode(FrameNode):
                 self.get_logger().info(f"engine: {name} {plan.precision}, channels_last "
                                        f"{plan.channels_last}, deviation {plan.deviation:.1e}")
         started = time.perf_counter()
-        self._outputs = self.engine.run([rgb])[0]
+        self._outputs = self.engine.run([rgb], arguments=arguments)[0]
         inference = time.perf_counter() - started
         for node in self.hosted_nodes:
             node_started = time.perf_counter()
