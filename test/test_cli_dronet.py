@@ -27,7 +27,8 @@ def test_convert_and_info(shared_data, tmp_path):
     info = json.loads(run("info", str(out)))
     assert info["model"] == "dronet" and info["float_values"] == 320930 + 704
     assert info["info"]["weights_sha256"].startswith("7e9ddfae")
-    assert info["preprocessing"]["resize_to_wh"] == [320, 240]
+    assert info["preprocessing"]["size"] == [320, 240]  # the stored preprocessing spec
+    assert info["preprocessing"]["crop"] == [200, 200] and info["preprocessing"]["color"] == "gray"
 
 
 def test_convert_refuses_a_broken_model_json(shared_data, tmp_path):
