@@ -9,12 +9,12 @@ import torch
 
 from dl_perception import models
 from dl_perception.core import tensor_preprocess
-from dl_perception.bench.models.models import synthetic_frames
+from dl_perception.bench.models import synthetic_frames
 from dl_perception.cli import main
 from dl_perception.engine import Engine, EngineOptions
 from dl_perception.models.outputs import DenseOutputs, KeypointOutputs
 from dl_perception.core.imaging import DecodedImage
-from dl_perception.bench.models.stack import (STACK, compare_outputs, find_peak, run_engine_at_rate,
+from dl_perception.bench.stack import (STACK, compare_outputs, find_peak, run_engine_at_rate,
                                        run_naive)
 
 SMALL = {"dronet": {}, "netvlad": {"resize_to": [64, 48]}, "posenet": {},

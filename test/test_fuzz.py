@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from dl_perception import models
 from dl_perception.core import rosmsg
 from dl_perception.core.checkpoint import FORMAT, CheckpointError
-from dl_perception.bench.models.hostile import (EXPECTED_STAMP_DROPS, SEED_IMAGES, STAMP_KINDS, pick,
+from dl_perception.bench.hostile import (EXPECTED_STAMP_DROPS, SEED_IMAGES, STAMP_KINDS, pick,
                                          random_compressed_image, random_raw_image, stamp)
 from dl_perception.core.imaging import (ENCODINGS, DecodedImage, ImageDecodeError, decode, to_gray,
                                         to_rgb8)
