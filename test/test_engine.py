@@ -230,8 +230,9 @@ def test_gpu_script_needs_only_torch_numpy_opencv_safetensors_yaml(tmp_path, rep
     env = dict(os.environ, PYTHONPATH=str(site), DEVICE="cpu", FRAMES="2",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     out = tmp_path / "out"
-    subprocess.run([sys.executable, "-c", "from dl_perception import models, stack_bench\n"
-                    "for name in stack_bench.STACK: models.create(name, preset='paper')"],
+    subprocess.run([sys.executable, "-c", "from dl_perception import models\n"
+                    "from dl_perception.bench import stack\n"
+                    "for name in stack.STACK: models.create(name, preset='paper')"],
                    check=True, env=env, cwd=repo_dir)
     done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out), "--models", "dronet,depth",
                            "--size", "64", "48", "--rounds", "1", "--no-peak", "--no-per-model"],

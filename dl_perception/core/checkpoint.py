@@ -22,7 +22,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
-FORMAT = "dl_perception.core.checkpoint/1"
+FORMAT = "dl_perception.checkpoint/1"
 # JSON metadata larger than this is not a config but an attack on the parser
 MAX_METADATA_CHARS = 1 << 20
 # A config list longer than this, or nested deeper than the model's defaults, is refused
