@@ -75,8 +75,8 @@ def main(argv: list[str] | None = None) -> int:
 def describe_error(error: Exception) -> str:
     """The project's errors (bad input the user can fix) say what is wrong; anything else is
     named as unexpected, with a pointer to --debug."""
-    from .checkpoint import CheckpointError
-    from .convert import ConversionError
+    from .core.checkpoint import CheckpointError
+    from .models.dronet_convert import ConversionError
     if isinstance(error, (CheckpointError, ConversionError, ValueError, OSError)):
         return str(error) or type(error).__name__
     return (f"unexpected {type(error).__name__}: {error} (run with --debug for the traceback, "

@@ -26,9 +26,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import torch
 
-from . import tensor_preprocess
-from .device import REDUCED_PRECISION, select_device
-from .imaging import DecodedImage
+from .core import tensor_preprocess
+from .core.device import REDUCED_PRECISION, select_device
+from .core.imaging import DecodedImage
 from .models.base import PerceptionModel
 
 CALIBRATION_MARGIN = 0.5

@@ -12,7 +12,7 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from dl_perception.paths import REPO_DIR, shared_data_dir  # noqa: E402
+from dl_perception.core.paths import REPO_DIR, shared_data_dir  # noqa: E402
 from dl_perception.ros import LARGE_DATA_TRANSPORTS  # noqa: E402
 
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", LARGE_DATA_TRANSPORTS)
@@ -29,7 +29,7 @@ def shared_data() -> str:
 @pytest.fixture(scope="session")
 def official_dronet(shared_data, tmp_path_factory) -> str:
     """The official DroNet release converted to a checkpoint, once per session."""
-    from dl_perception.convert import dronet_keras
+    from dl_perception.models.dronet_convert import dronet_keras
 
     folder = os.path.join(shared_data, "dronet")
     model, info = dronet_keras(os.path.join(folder, "model_struct.json"),

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from dl_perception.datasets.sequence import Camera, SequenceWriter
-from dl_perception.geometry import yaw_to_quat
+from dl_perception.core.geometry import yaw_to_quat
 
 WIDTH, HEIGHT = 64, 48
 # a model small enough to train in seconds on these images

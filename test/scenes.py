@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from dl_perception.datasets.sequence import Camera, SequenceWriter
-from dl_perception.geometry import matrix_to_quat
+from dl_perception.core.geometry import matrix_to_quat
 
 
 def texture(seed: int, size: int = 512) -> np.ndarray:

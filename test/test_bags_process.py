@@ -8,12 +8,13 @@ import pytest
 import torch
 import yaml
 
-from dl_perception import models, rosmsg
+from dl_perception import models
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagError, BagReader, BagWriter
 from dl_perception.bags.from_images import images_to_bag
 from dl_perception.bags.process import process_bag
 from dl_perception.cli import main as cli
-from dl_perception.imaging import decode
+from dl_perception.core.imaging import decode
 from dl_perception.processors import node_parameters, processor_class
 from dl_perception.processors.dronet import COLLISION_TOPIC, STEERING_TOPIC
 

@@ -14,7 +14,7 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.serde import SerdeError
 from rosbags.typesys import Stores, get_typestore
 
-from dl_perception import rosmsg
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagError, BagReader, BagReadError, BagWriter, MessageDecodeError
 from dl_perception.bags.info import describe
 from dl_perception.bags.translate import default_message, same_layout, translate

@@ -20,7 +20,7 @@ from rosbags.interfaces import QosDurability, QosReliability  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32, String  # noqa: E402
 
-from dl_perception import rosmsg  # noqa: E402
+from dl_perception.core import rosmsg  # noqa: E402
 from dl_perception.bags import BagReader, BagWriter  # noqa: E402
 from dl_perception.bags.from_images import images_to_bag  # noqa: E402
 from dl_perception.bags.process import process_bag  # noqa: E402

@@ -25,7 +25,7 @@ from rosgraph_msgs.msg import Clock  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, Range  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
-from dl_perception import rosmsg  # noqa: E402
+from dl_perception.core import rosmsg  # noqa: E402
 from dl_perception.bags import BagReader, BagWriter  # noqa: E402
 from dl_perception.bags.from_images import images_to_bag, tum_frames  # noqa: E402
 from dl_perception.ros.launch_description import REPLAY_ARGUMENTS, replay_arguments  # noqa: E402

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import yaml
 
-from dl_perception import rosmsg
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagError, BagReader, BagWriter
 from dl_perception.bags.from_images import images_to_bag, tum_frames
 from dl_perception.cli import main as cli
-from dl_perception.imaging import decode
+from dl_perception.core.imaging import decode
 
 CALIBRATION = {
     "image_width": 640, "image_height": 480, "camera_name": "tum_fr3",

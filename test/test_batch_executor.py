@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 import torch
 
-from dl_perception import models, rosmsg
+from dl_perception import models
+from dl_perception.core import rosmsg
 from dl_perception.engine import EngineOptions
-from dl_perception.imaging import DecodedImage
-from dl_perception.pointcloud import unpack
+from dl_perception.core.imaging import DecodedImage
+from dl_perception.core.pointcloud import unpack
 from dl_perception.processors import processor_class
 from dl_perception.processors.batch import BatchExecutor
 from dl_perception.processors.depth import DepthProcessor

@@ -8,7 +8,7 @@ import cv2
 import numpy as np
 import pytest
 
-from dl_perception.synthetic import SyntheticCorridor
+from dl_perception.sim.synthetic import SyntheticCorridor
 
 CLI = os.path.join(os.path.dirname(sys.executable), "dl-perception")
 

@@ -3,7 +3,7 @@ import math
 
 import pytest
 
-from dl_perception.control import DroNetController, DroNetControlParams
+from dl_perception.navigation.control import DroNetController, DroNetControlParams
 
 
 def make(**overrides):

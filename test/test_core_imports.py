@@ -17,7 +17,7 @@ def core_modules():
 
 def test_core_imports_without_rclpy():
     modules = core_modules()
-    assert "dl_perception.models.dronet" in modules and "dl_perception.imaging" in modules
+    assert "dl_perception.models.dronet" in modules and "dl_perception.core.imaging" in modules
     code = ("import importlib, sys\n"
             f"for name in {modules!r}: importlib.import_module(name)\n"
             "bad = sorted(m for m in sys.modules if m.split('.')[0] in "

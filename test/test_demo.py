@@ -12,7 +12,7 @@ CLI = os.path.join(os.path.dirname(sys.executable), "dl-perception")
 
 def test_demo_flies_the_simulator_and_writes_results(tmp_path):
     """With the shipped simulator-trained DroNet weights (shipped:sim), the demo's default."""
-    from dl_perception.paths import shipped_weights
+    from dl_perception.core.paths import shipped_weights
     out = tmp_path / "demo"
     result = subprocess.run([CLI, "demo", "--out", str(out), "--duration", "12"],
                             capture_output=True, text=True, timeout=180)
@@ -49,7 +49,7 @@ def test_camera_node_publishes_a_folder_of_real_frames(ros, shared_data):
     from rclpy.qos import qos_profile_sensor_data
     from sensor_msgs.msg import CameraInfo, Image
 
-    from dl_perception.imaging import image_to_numpy
+    from dl_perception.core.imaging import image_to_numpy
     from dl_perception.ros.camera_node import CameraNode
 
     folder = os.path.join(shared_data, "tum_fr3_long_office", "rgb")

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from dl_perception.checkpoint import load_checkpoint
+from dl_perception.core.checkpoint import load_checkpoint
 from dl_perception.datasets.sequence import Camera, SequenceWriter
 
 CLI = os.path.join(os.path.dirname(sys.executable), "dl-perception")

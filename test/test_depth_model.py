@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from dl_perception import models
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.models.depth import (OUTPUT_OFFSET, OUTPUT_STEP, EigenDepth,
                                         coarse_feature_size)
 from dl_perception.training.depth import DepthTrainConfig, _optimizer, scale_invariant_loss
@@ -203,7 +203,7 @@ def test_fine_stack_starts_as_the_coarse_prediction():
 def test_shipped_weights_load_and_predict():
     """The weights `depth_node` loads by default: the cpu preset, trained (its validation
     numbers recorded), metric depth in range on a frame of the simulator camera's size."""
-    from dl_perception.paths import resolve_weights
+    from dl_perception.core.paths import resolve_weights
 
     model = EigenDepth.from_checkpoint(resolve_weights("depth", "")).eval()
     assert model.config.input_size == [160, 120]

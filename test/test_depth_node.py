@@ -17,11 +17,11 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 
 from dl_perception import models  # noqa: E402
-from dl_perception.imaging import DecodedImage, image_to_numpy  # noqa: E402
-from dl_perception.pointcloud import unpack  # noqa: E402
+from dl_perception.core.imaging import DecodedImage, image_to_numpy  # noqa: E402
+from dl_perception.core.pointcloud import unpack  # noqa: E402
 from dl_perception.ros.nodes import DepthNode  # noqa: E402
 from dl_perception.ros.messages import camera_info_msg, header, image_msg  # noqa: E402
-from dl_perception.synthetic import SyntheticCorridor  # noqa: E402
+from dl_perception.sim.synthetic import SyntheticCorridor  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -126,7 +126,7 @@ def _posed_folder(root):
 def test_train_mixes_simulator_video_and_posed_images_and_resumes(tmp_path):
     from test_depth_cli import ground_and_box_sequence
 
-    from dl_perception.checkpoint import load_checkpoint
+    from dl_perception.core.checkpoint import load_checkpoint
     sim = ground_and_box_sequence(tmp_path / "sim" / "world_5", 5, frames=10)
     video = _video_folder(tmp_path / "video")
     posed = _posed_folder(tmp_path / "posed")

@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 
 BLOCK = re.compile(r"^```bash runnable\n(.*?)^```", re.M | re.S)
 

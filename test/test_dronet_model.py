@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dl_perception import models
-from dl_perception.checkpoint import CheckpointError
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.checkpoint import CheckpointError
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.models.dronet import tf_same_padding
 from dl_perception.training.dronet import (DroNetTrainConfig, collision_weight, dronet_loss,
                                            hard_mining_k, hard_mining_mean)
@@ -90,7 +90,7 @@ def test_checkpoint_round_trip_and_refusals(tmp_path):
     # a checkpoint whose tensors don't fit the declared config
     state = dict(model.state_dict())
     state["steering.weight"] = torch.zeros(1, 10)
-    from dl_perception.checkpoint import save_checkpoint
+    from dl_perception.core.checkpoint import save_checkpoint
     bad = model.to_checkpoint()
     bad.state_dict = state
     save_checkpoint(str(tmp_path / "bad.safetensors"), bad)

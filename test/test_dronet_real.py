@@ -56,8 +56,8 @@ def pulp_reference(sd: dict, block: str, stem: str, nemo: bool, x: torch.Tensor)
 
 @pytest.mark.parametrize("name", sorted(PULP))
 def test_pulp_converter_matches_reference_forward(shared_data, name, tmp_path):
-    from dl_perception.convert import pulp_dronet
-    from dl_perception.imaging import DecodedImage
+    from dl_perception.models.dronet_convert import pulp_dronet
+    from dl_perception.core.imaging import DecodedImage
     from dl_perception.models.dronet import DroNet
 
     path = os.path.join(shared_data, "pulp_dronet_weights", name)
@@ -83,7 +83,7 @@ def test_pulp_converter_matches_reference_forward(shared_data, name, tmp_path):
 
 
 def test_pulp_converter_refuses_the_depthwise_variant(shared_data):
-    from dl_perception.convert import ConversionError, pulp_dronet
+    from dl_perception.models.dronet_convert import ConversionError, pulp_dronet
     with pytest.raises(ConversionError, match="depthwise"):
         pulp_dronet(os.path.join(shared_data, "pulp_dronet_weights", "v3",
                                  "tiny-pulp-dronet-v3-dw-pw-0.125.pth"))
@@ -221,8 +221,8 @@ def test_soft_collision_targets_cost_nothing_when_matched():
 
 
 def test_shipped_checkpoints_by_purpose():
-    from dl_perception.checkpoint import CheckpointError, load_checkpoint
-    from dl_perception.paths import resolve_weights, shipped_weights
+    from dl_perception.core.checkpoint import CheckpointError, load_checkpoint
+    from dl_perception.core.paths import resolve_weights, shipped_weights
 
     assert resolve_weights("dronet", "") == shipped_weights("dronet")
     assert resolve_weights("dronet", "shipped:sim").endswith("dronet_sim.safetensors")
@@ -230,7 +230,7 @@ def test_shipped_checkpoints_by_purpose():
         resolve_weights("dronet", "shipped:moon")
     import yaml
 
-    from dl_perception.paths import REPO_DIR
+    from dl_perception.core.paths import REPO_DIR
     sim = yaml.safe_load(open(os.path.join(REPO_DIR, "config", "sim.yaml")))
     assert sim["dronet_node"]["ros__parameters"]["weights"] == "shipped:sim"
     real = load_checkpoint(shipped_weights("dronet"))
@@ -239,7 +239,7 @@ def test_shipped_checkpoints_by_purpose():
 
 
 def test_info_set_records_provenance_without_touching_the_tensors(official_dronet, tmp_path):
-    from dl_perception.checkpoint import load_checkpoint
+    from dl_perception.core.checkpoint import load_checkpoint
     out = tmp_path / "noted.safetensors"
     subprocess.run([CLI, "info", official_dronet, "--set", "purpose=real cameras",
                     "licence=MIT", "--out", str(out)], check=True, capture_output=True)
@@ -253,8 +253,8 @@ def test_info_set_records_provenance_without_touching_the_tensors(official_drone
 
 @pytest.mark.parametrize("anchor", ["bottom", "centre"])
 def test_pulp_layout_trains_and_its_batched_preprocessing_matches(anchor):
-    from dl_perception import tensor_preprocess
-    from dl_perception.imaging import DecodedImage
+    from dl_perception.core import tensor_preprocess
+    from dl_perception.core.imaging import DecodedImage
     from dl_perception.models.dronet import DroNet
     from dl_perception.training.dronet import dronet_loss
 

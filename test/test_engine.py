@@ -7,13 +7,14 @@ import numpy as np
 import pytest
 import torch
 
-from dl_perception import models, tensor_preprocess
-from dl_perception.bench import synthetic_frames
+from dl_perception import models
+from dl_perception.core import tensor_preprocess
+from dl_perception.bench.models import synthetic_frames
 from dl_perception.cli import main
 from dl_perception.engine import Engine, EngineOptions
 from dl_perception.models.outputs import DenseOutputs, KeypointOutputs
-from dl_perception.imaging import DecodedImage
-from dl_perception.stack_bench import (STACK, compare_outputs, find_peak, run_engine_at_rate,
+from dl_perception.core.imaging import DecodedImage
+from dl_perception.bench.stack import (STACK, compare_outputs, find_peak, run_engine_at_rate,
                                        run_naive)
 
 SMALL = {"dronet": {}, "netvlad": {"resize_to": [64, 48]}, "posenet": {},
@@ -190,7 +191,7 @@ def test_bench_command_writes_the_stack_result(tmp_path, capsys):
 
 
 def test_ros_path_counts_what_each_node_processed(tmp_path):
-    from dl_perception.ros.stack_bench import bench_ros_stack
+    from dl_perception.ros.bench.stack import bench_ros_stack
 
     config = tmp_path / "stack.yaml"
     config.write_text("dronet_node:\n  ros__parameters:\n    max_frame_age: 0.0\n")
@@ -229,8 +230,9 @@ def test_gpu_script_needs_only_torch_numpy_opencv_safetensors_yaml(tmp_path, rep
     env = dict(os.environ, PYTHONPATH=str(site), DEVICE="cpu", FRAMES="2",
                PATH=os.path.dirname(sys.executable) + os.pathsep + os.environ["PATH"])
     out = tmp_path / "out"
-    subprocess.run([sys.executable, "-c", "from dl_perception import models, stack_bench\n"
-                    "for name in stack_bench.STACK: models.create(name, preset='paper')"],
+    subprocess.run([sys.executable, "-c", "from dl_perception import models\n"
+                    "from dl_perception.bench import stack\n"
+                    "for name in stack.STACK: models.create(name, preset='paper')"],
                    check=True, env=env, cwd=repo_dir)
     done = subprocess.run(["bash", "scripts/gpu_bench.sh", str(out), "--models", "dronet,depth",
                            "--size", "64", "48", "--rounds", "1", "--no-peak", "--no-per-model"],
@@ -246,7 +248,7 @@ def test_stack_node_publishes_each_hosted_nodes_topics(tmp_path):
     """stack_node runs DroNet and depth through its engine; the hosted nodes publish their usual
     topics with the frame's stamp, and the launcher does not start them a second time."""
     from dl_perception.ros.launcher import configured_nodes
-    from dl_perception.ros.stack_bench import bench_ros_stack
+    from dl_perception.ros.bench.stack import bench_ros_stack
 
     depth_weights = tmp_path / "depth.safetensors"
     models.create("depth").save(str(depth_weights))

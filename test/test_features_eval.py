@@ -14,8 +14,8 @@ from dl_perception.datasets.strecha import pose_pairs, read_scene, relative_pose
 from dl_perception.evaluation.features import (SUMMARY_KEYS, format_report, map_points,
                                                pair_metrics, pose_auc, read_homography_pairs,
                                                relative_pose_error)
-from dl_perception.matching import mutual_nearest_neighbours
-from dl_perception.paths import shipped_weights
+from dl_perception.core.matching import mutual_nearest_neighbours
+from dl_perception.core.paths import shipped_weights
 
 BIN = os.path.dirname(sys.executable)
 

@@ -19,15 +19,16 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dl_perception import models, rosmsg
-from dl_perception.checkpoint import FORMAT, CheckpointError
-from dl_perception.hostile import (EXPECTED_STAMP_DROPS, SEED_IMAGES, STAMP_KINDS, pick,
-                                   random_compressed_image, random_raw_image, stamp)
-from dl_perception.imaging import (ENCODINGS, DecodedImage, ImageDecodeError, decode, to_gray,
-                                   to_rgb8)
+from dl_perception import models
+from dl_perception.core import rosmsg
+from dl_perception.core.checkpoint import FORMAT, CheckpointError
+from dl_perception.bench.hostile import (EXPECTED_STAMP_DROPS, SEED_IMAGES, STAMP_KINDS, pick,
+                                         random_compressed_image, random_raw_image, stamp)
+from dl_perception.core.imaging import (ENCODINGS, DecodedImage, ImageDecodeError, decode, to_gray,
+                                        to_rgb8)
 
 SCALE = float(os.environ.get("DL_PERCEPTION_FUZZ_SCALE", "1"))
-# every reason a frame may be dropped for (node_base.py, imaging.py, bags/process.py)
+# every reason a frame may be dropped for (node_base.py, core/imaging.py, bags/process.py)
 DROP_REASONS = {"encoding", "empty", "size", "corrupt", "format", "too_large", "non_finite",
                 "invalid_stamp", "future", "stale", "error"}
 MAX_PIXELS = 256 * 256  # small, so that every accepted frame is cheap

@@ -9,7 +9,7 @@ import subprocess
 import pytest
 import yaml
 
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 from dl_perception.sim.bag import SIM_TOPICS
 
 GAZEBO = os.path.join(REPO_DIR, "gazebo")

@@ -7,10 +7,10 @@ import pytest
 
 from dl_perception.datasets.dronet import read_dronet_dataset
 from dl_perception.datasets.sequence import Camera, SequenceWriter, read_sequence
-from dl_perception.geometry import (backproject, intrinsics_matrix, invert, matrix_to_quat,
-                                    pose_matrix, project, quat_to_matrix, rotation_angle_deg,
-                                    transform_points, yaw_to_quat)
-from dl_perception.pointcloud import pack, unpack
+from dl_perception.core.geometry import (backproject, intrinsics_matrix, invert, matrix_to_quat,
+                                         pose_matrix, project, quat_to_matrix, rotation_angle_deg,
+                                         transform_points, yaw_to_quat)
+from dl_perception.core.pointcloud import pack, unpack
 
 
 def test_quaternion_round_trip_and_known_rotation():

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import yaml
 
-from dl_perception import rosmsg
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagReader, BagReadError, BagWriter
 from dl_perception.cli import main as cli
 

@@ -11,8 +11,8 @@ import torch
 from safetensors.torch import save_file
 
 from dl_perception import cli, models
-from dl_perception.checkpoint import FORMAT, CheckpointError, save_checkpoint
-from dl_perception.paths import WEIGHTS_DIR
+from dl_perception.core.checkpoint import FORMAT, CheckpointError, save_checkpoint
+from dl_perception.core.paths import WEIGHTS_DIR
 
 
 def _dronet_file(tmp_path, name="d.safetensors", config=None, state=None):
@@ -225,7 +225,7 @@ def test_the_schema_follows_annotations_a_network_engineer_may_add():
     from dataclasses import dataclass, field
     from typing import Optional
 
-    from dl_perception.checkpoint import checked_config
+    from dl_perception.core.checkpoint import checked_config
 
     @dataclass
     class Config:

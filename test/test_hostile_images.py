@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from dl_perception.imaging import (DEFAULT_MAX_PIXELS, ImageDecodeError, compressed_to_numpy,
-                                   decode, image_to_numpy, numpy_to_compressed_fields)
+from dl_perception.core.imaging import (DEFAULT_MAX_PIXELS, ImageDecodeError, compressed_to_numpy,
+                                        decode, image_to_numpy, numpy_to_compressed_fields)
 
 
 def _msg(**fields):
@@ -132,7 +132,7 @@ def test_sixteen_bit_and_alpha_pngs_decode_to_supported_encodings():
 
 
 def test_float_raw_payloads_with_nan_are_dropped_with_a_reason():
-    from dl_perception.imaging import to_gray
+    from dl_perception.core.imaging import to_gray
     pixels = np.full((4, 4), np.nan, np.float32)
     msg = _msg(height=4, width=4, encoding="32FC1", is_bigendian=0, step=16,
                data=pixels.tobytes())

@@ -7,9 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from dl_perception.imaging import (ENCODINGS, DecodedImage, ImageDecodeError, compressed_to_numpy,
-                                   decode, image_to_numpy, numpy_to_compressed_fields,
-                                   numpy_to_image_fields, to_gray, to_rgb8)
+from dl_perception.core.imaging import (ENCODINGS, DecodedImage, ImageDecodeError,
+                                        compressed_to_numpy, decode, image_to_numpy,
+                                        numpy_to_compressed_fields, numpy_to_image_fields, to_gray,
+                                        to_rgb8)
 
 
 def _msg(**fields):

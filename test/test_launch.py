@@ -100,7 +100,7 @@ def test_each_node_keeps_its_rate_beside_a_slow_one(ros):
     DroNet back. Measured by `bench launch` as DroNet outputs per LIFT output over the same
     stretch, a ratio that a loaded machine scales alike; on one executor (--single-process) it is
     about 1, since every LIFT frame holds the executor (README)."""
-    from dl_perception.ros.launch_bench import measure
+    from dl_perception.ros.bench.launch import measure
     counts = measure(ros.create_node("rate_observer"), single_process=False, lift_frames=3)
     print(f"process each: {counts}")
     assert counts["status"] == 0 and counts["lift"] >= 3, counts

@@ -6,7 +6,7 @@ import functools
 import os
 import sys
 
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 
 PACKAGE = "dl_perception"
 ROS_PACKAGES = {"rclpy", "rosidl_runtime_py", "sensor_msgs", "std_msgs", "geometry_msgs",

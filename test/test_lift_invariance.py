@@ -10,8 +10,8 @@ import torch
 
 from dl_perception import models
 from dl_perception.evaluation.features import LIFTExtractor, map_points, pair_metrics
-from dl_perception.matching import mutual_nearest_neighbours
-from dl_perception.paths import shipped_weights
+from dl_perception.core.matching import mutual_nearest_neighbours
+from dl_perception.core.paths import shipped_weights
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(shipped_weights("lift")),
                                 reason="no shipped LIFT weights")

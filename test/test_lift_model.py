@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from dl_perception import models
-from dl_perception.checkpoint import CheckpointError
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.checkpoint import CheckpointError
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.models.lift import GHH, LIFT, image_pyramid, sample_patches, soft_argmax
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))

@@ -20,13 +20,13 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2  # noqa: E402
 from tf2_msgs.msg import TFMessage  # noqa: E402
 
 from dl_perception import models  # noqa: E402
-from dl_perception.pointcloud import unpack  # noqa: E402
+from dl_perception.core.pointcloud import unpack  # noqa: E402
 from dl_perception.ros.nodes import LIFTNode  # noqa: E402
 from dl_perception.ros.messages import (camera_info_msg, header, image_msg,  # noqa: E402
                                         pointcloud2_msg, seconds_to_stamp)
 from dl_perception.ros.tf import TF_QOS  # noqa: E402
 from dl_perception.ros.vo_node import VONode  # noqa: E402
-from dl_perception.vo import body_pose  # noqa: E402
+from dl_perception.navigation.vo import body_pose  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
 from scenes import PlanesScene, texture  # noqa: E402

@@ -11,8 +11,8 @@ import torch.nn.functional as F
 from place_fixtures import write_route
 
 from dl_perception import models
-from dl_perception.checkpoint import CheckpointError
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.checkpoint import CheckpointError
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.models.netvlad import NetVLADLayer
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.netvlad import (HardNegativeMiner, NetVLADTrainConfig,
@@ -296,7 +296,7 @@ def test_train_command(tmp_path, routes, capsys):
 
 
 def test_shipped_weights_are_the_real_image_cpu_preset():
-    from dl_perception.paths import resolve_weights, shipped_weights
+    from dl_perception.core.paths import resolve_weights, shipped_weights
     assert resolve_weights("netvlad", "") == shipped_weights("netvlad")  # the nodes' default
     model = models.load(shipped_weights("netvlad"), expected="netvlad").eval()
     assert model.config.backbone == "light" and model.config.grey and model.whitened

@@ -22,7 +22,7 @@ from dl_perception import models  # noqa: E402
 from dl_perception.datasets.places import read_place_folder  # noqa: E402
 from dl_perception.place.build import build_database  # noqa: E402
 from dl_perception.place.sources import FolderSource  # noqa: E402
-from dl_perception.pointcloud import unpack  # noqa: E402
+from dl_perception.core.pointcloud import unpack  # noqa: E402
 from dl_perception.ros.messages import header, image_msg, seconds_to_stamp  # noqa: E402
 from dl_perception.ros.nodes import NetVLADNode  # noqa: E402
 

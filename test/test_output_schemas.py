@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dl_perception import engine, models
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.imaging import DecodedImage
 from torch_threads import one_torch_thread  # noqa: F401
 
 SMALL = {"dronet": {}, "lift": {"max_keypoints": 60, "scales": [1.0, 2.0]},

@@ -9,7 +9,7 @@ from posenet_scenes import poses, write_cambridge, write_sequence, write_seven_s
 
 from dl_perception.datasets.poses import (detect_layout, open_posed_images, pose_at,
                                           read_bag_poses)
-from dl_perception.geometry import rotation_angle_deg, yaw_to_quat
+from dl_perception.core.geometry import rotation_angle_deg, yaw_to_quat
 
 
 def test_sequence_records_keep_nan_poses(tmp_path):

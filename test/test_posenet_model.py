@@ -8,10 +8,10 @@ import pytest
 import torch
 
 from dl_perception import models
-from dl_perception.checkpoint import CheckpointError
-from dl_perception.geometry import (canonical_quaternion, matrix_to_quat, quat_to_matrix,
-                                    rotation_angle_deg, slerp)
-from dl_perception.imaging import DecodedImage
+from dl_perception.core.checkpoint import CheckpointError
+from dl_perception.core.geometry import (canonical_quaternion, matrix_to_quat, quat_to_matrix,
+                                         rotation_angle_deg, slerp)
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.models.posenet import PoseNet, pose_covariance
 from dl_perception.training.posenet import (AUX_LOSS_WEIGHT, orientation_error, posenet_loss,
                                             scene_normalization)

@@ -17,8 +17,8 @@ from rclpy.qos import qos_profile_sensor_data  # noqa: E402
 from sensor_msgs.msg import Image  # noqa: E402
 
 from dl_perception import models  # noqa: E402
-from dl_perception.geometry import rotation_angle_deg  # noqa: E402
-from dl_perception.imaging import DecodedImage  # noqa: E402
+from dl_perception.core.geometry import rotation_angle_deg  # noqa: E402
+from dl_perception.core.imaging import DecodedImage  # noqa: E402
 from dl_perception.models.posenet import pose_covariance  # noqa: E402
 from dl_perception.ros.messages import header, image_msg  # noqa: E402
 from dl_perception.processors.posenet import POSE_TOPIC  # noqa: E402

@@ -3,13 +3,13 @@ they relocalise the camera in views of that world rendered afresh on a route nev
 import os
 
 
-from dl_perception.paths import shipped_weights
+from dl_perception.core.paths import shipped_weights
 
 WORLD_SEED = 7
 
 
 def test_shipped_posenet_weights_name_their_scene():
-    from dl_perception.checkpoint import load_checkpoint
+    from dl_perception.core.checkpoint import load_checkpoint
     from dl_perception.training.common import EVALUATION_WORLD_SEEDS
 
     path = shipped_weights("posenet")

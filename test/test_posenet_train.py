@@ -12,10 +12,10 @@ import torch
 from posenet_scenes import TINY_MODEL, write_cambridge, write_sequence, write_seven_scenes
 
 from dl_perception import cli
-from dl_perception.checkpoint import load_checkpoint
+from dl_perception.core.checkpoint import load_checkpoint
 from dl_perception.datasets.poses import open_posed_images
 from dl_perception.evaluation.posenet import evaluate_posenet, pose_metrics
-from dl_perception.geometry import yaw_to_quat
+from dl_perception.core.geometry import yaw_to_quat
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.posenet import PoseNetTrainConfig, train_posenet
 

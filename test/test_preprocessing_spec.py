@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from dl_perception import models, tensor_preprocess
-from dl_perception.checkpoint import CheckpointError, read_metadata, save_checkpoint
+from dl_perception import models
+from dl_perception.core import tensor_preprocess
+from dl_perception.core.checkpoint import CheckpointError, read_metadata, save_checkpoint
 from dl_perception.core.preprocessing import (PreprocessSpec, preprocessing_mismatch,
                                               require_preprocessing)
-from dl_perception.imaging import DecodedImage, to_rgb8
-from dl_perception.paths import resolve_weights
+from dl_perception.core.imaging import DecodedImage, to_rgb8
+from dl_perception.core.paths import resolve_weights
 from torch_threads import one_torch_thread  # noqa: F401
 
 # configurations beside the cpu presets that take the other branches of each pipeline: frames
@@ -71,7 +72,7 @@ def test_host_and_device_agree_on_real_frames(name, overrides, real_frames):
 
 
 def test_empty_frames_are_a_counted_reason_not_an_opencv_error():
-    from dl_perception.imaging import ImageDecodeError
+    from dl_perception.core.imaging import ImageDecodeError
     spec = PreprocessSpec(color="rgb", resize="fixed", size=(32, 24), interpolation="area")
     with pytest.raises(ImageDecodeError) as error:
         spec.host(DecodedImage(np.zeros((0, 5, 3), np.uint8), "rgb8"))

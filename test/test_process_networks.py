@@ -14,10 +14,11 @@ import numpy as np
 import pytest
 import yaml
 
-from dl_perception import registry, rosmsg
+from dl_perception import registry
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagReader, BagWriter
 from dl_perception.bags.process import process_bag
-from dl_perception.paths import resolve_weights
+from dl_perception.core.paths import resolve_weights
 from dl_perception.processors import processor_class
 from dl_perception.processors.dronet import STEERING_TOPIC
 

@@ -17,8 +17,9 @@ from rclpy.executors import SingleThreadedExecutor  # noqa: E402
 from rclpy.parameter import Parameter  # noqa: E402
 from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
 
-from dl_perception import models, rosmsg  # noqa: E402
-from dl_perception.imaging import decode  # noqa: E402
+from dl_perception import models  # noqa: E402
+from dl_perception.core import rosmsg  # noqa: E402
+from dl_perception.core.imaging import decode  # noqa: E402
 from dl_perception.place.database import PlaceDatabase, model_fingerprint  # noqa: E402
 from dl_perception.processors.depth import DepthProcessor  # noqa: E402
 from dl_perception.processors.lift import LIFTProcessor  # noqa: E402

@@ -8,7 +8,7 @@ import runpy
 import pytest
 
 from dl_perception import models, processors, registry
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 
 def test_installed_console_scripts_are_the_registrys():
     """setup.py derives its console scripts from the registry; the installed package has them."""

@@ -14,7 +14,7 @@ from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data  # 
 from sensor_msgs.msg import Image  # noqa: E402
 from std_msgs.msg import Float32  # noqa: E402
 
-from dl_perception.geometry import pose_matrix  # noqa: E402
+from dl_perception.core.geometry import pose_matrix  # noqa: E402
 from dl_perception.ros.tf import TF_STATIC_QOS  # noqa: E402
 
 TFMessage = pytest.importorskip("tf2_msgs.msg", reason="tf2_msgs: built into .venv by make").TFMessage

@@ -230,7 +230,7 @@ def recording(tmp_path_factory):
 def test_recording_reads_back_as_a_sequence(recording):
     from dl_perception.datasets.dronet import read_dronet_dataset
     from dl_perception.datasets.sequence import read_sequence
-    from dl_perception.geometry import OPTICAL_TO_BODY, quat_to_matrix
+    from dl_perception.core.geometry import OPTICAL_TO_BODY, quat_to_matrix
     out, summary = recording
     sequence = read_sequence(out)
     assert len(sequence) == 30 and summary["frames"] == 30
@@ -344,7 +344,7 @@ def test_closed_loop_expert_flies_and_straight_crashes():
 
 
 def test_closed_loop_runs_dronet_through_the_control_law():
-    from dl_perception.paths import shipped_weights
+    from dl_perception.core.paths import shipped_weights
     from dl_perception.sim.closed_loop import ClosedLoopConfig, evaluate_closed_loop
     weights = shipped_weights("dronet", "sim")  # the simulator's checkpoint, named as eval closed-loop does
     result = evaluate_closed_loop(ClosedLoopConfig(seeds=[1001], cap_m=4.0, max_time_s=10.0,

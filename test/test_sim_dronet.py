@@ -4,11 +4,11 @@ import os
 
 import numpy as np
 
-from dl_perception.paths import shipped_weights
+from dl_perception.core.paths import shipped_weights
 
 
 def test_shipped_dronet_weights_were_trained_in_training_worlds():
-    from dl_perception.checkpoint import load_checkpoint
+    from dl_perception.core.checkpoint import load_checkpoint
     from dl_perception.training.common import EVALUATION_WORLD_SEEDS
     path = shipped_weights("dronet", "sim")
     assert os.path.getsize(path) < 3_000_000
@@ -26,7 +26,7 @@ def test_shipped_dronet_sees_a_wall_ahead():
     import torch
 
     from dl_perception import models
-    from dl_perception.imaging import DecodedImage
+    from dl_perception.core.imaging import DecodedImage
     from dl_perception.sim.simulator import Simulator
     from test_sim import wall_world
 

@@ -17,7 +17,7 @@ def test_sim_node_publishes_every_topic_and_obeys_cmd_vel(ros):
     from sensor_msgs.msg import CameraInfo, Image
     from std_msgs.msg import Bool
 
-    from dl_perception.imaging import image_to_numpy
+    from dl_perception.core.imaging import image_to_numpy
     from dl_perception.ros.sim_node import SimNode
 
     sim = SimNode(parameter_overrides=[Parameter("world_seed", value=1000),
@@ -100,7 +100,7 @@ def test_sim_node_refuses_bad_parameters(ros, override, message):
 
 
 def test_bench_sim_reports_publish_rate_and_ratio():
-    from dl_perception.ros.sim_bench import bench_sim
+    from dl_perception.ros.bench.sim import bench_sim
     rows = bench_sim(20)
     render, node = rows
     assert render["fps"] > 0 and node["fps"] > 0
@@ -129,7 +129,7 @@ def test_sim_launch_config_starts_the_simulator_with_dronet():
 
     import yaml
 
-    from dl_perception.paths import REPO_DIR
+    from dl_perception.core.paths import REPO_DIR
     from dl_perception.ros.launcher import configured_nodes
     path = os.path.join(REPO_DIR, "config", "sim.yaml")
     assert configured_nodes(path) == ["sim_node", "dronet_node", "dronet_control_node"]

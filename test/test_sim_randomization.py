@@ -81,7 +81,7 @@ def test_pitched_camera_pose_agrees_with_the_rendered_ground():
     and intrinsics; a wrong pitch in either would move it by far more than 2%."""
     from dl_perception.sim.scene import CameraSpec
     from dl_perception.sim.simulator import Simulator
-    from dl_perception.geometry import quat_to_matrix
+    from dl_perception.core.geometry import quat_to_matrix
 
     world = World(seed=3, size=64.0, street_x=np.array([-20.0, 20.0]),
                   street_y=np.array([-20.0, 20.0]), width_x=np.array([8.0, 8.0]),

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from dl_perception.evaluation.vo import evaluate_vo, trajectory_errors, write_tum
-from dl_perception.geometry import pose_matrix
-from dl_perception.vo import DepthImage, Features, MonocularVO, body_pose
+from dl_perception.core.geometry import pose_matrix
+from dl_perception.navigation.vo import DepthImage, Features, MonocularVO, body_pose
 
 sys.path.insert(0, os.path.dirname(__file__))
 from scenes import PlanesScene  # noqa: E402
@@ -333,7 +333,7 @@ def test_bundle_adjustment_converges_back_to_the_true_window():
     which fix the gauge) with exact points and observations, must converge to the true ones. With
     scipy's x_scale="jac" it stalled about 0.08 m off (median residual 1.4 px) and dropped
     points; later keyframes inherit such a pose and scale error."""
-    from dl_perception.vo import Features, _Keyframe
+    from dl_perception.navigation.vo import Features, _Keyframe
     rng = np.random.default_rng(3)
 
     def transform(rotation_vector, translation):

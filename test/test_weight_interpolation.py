@@ -2,7 +2,7 @@ import pytest
 import torch
 
 from dl_perception import models
-from dl_perception.checkpoint import CheckpointError
+from dl_perception.core.checkpoint import CheckpointError
 from dl_perception.training.weight_interpolation import interpolate_checkpoints, main
 
 

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .. import rosmsg
-from ..imaging import numpy_to_compressed_fields
+from ..core import rosmsg
+from ..core.imaging import numpy_to_compressed_fields
 from .reader import BagError
 from .writer import BagWriter
 

@@ -17,11 +17,11 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import rosmsg
-from ..imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
-from ..progress import progress
+from ..core import rosmsg
+from ..core.imaging import DEFAULT_MAX_PIXELS, ImageDecodeError, decode
+from ..core.progress import progress
 from ..processors import PROCESSOR_MODULES, FrameProcessor, node_parameters, processor_class
-from ..stats import FrameStats
+from ..core.stats import FrameStats
 from .reader import BagError, BagReader, BagReadError, MessageDecodeError
 from .writer import BagWriter
 

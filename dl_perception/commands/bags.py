@@ -24,7 +24,7 @@ def record(args) -> int:
 
 
 def print_process_result(result) -> None:
-    from ..bench import print_table
+    from ..bench.models import print_table
 
     print_table([{
         "node": run.node, "input": run.input_topic, "frames": run.stats.received,
@@ -116,8 +116,8 @@ def bag_from_images(args) -> int:
 
 
 def bench_process(args) -> int:
-    from ..bags.bench import bench_process as run
-    from ..bench import print_table
+    from ..bench.bags import bench_process as run
+    from ..bench.models import print_table
     if args.threads:
         import torch
         torch.set_num_threads(args.threads)
@@ -132,8 +132,8 @@ def bench_process(args) -> int:
 
 
 def bench_replay(args) -> int:
-    from ..bench import print_table
-    from ..ros.bag_bench import bench_replay as run
+    from ..bench.models import print_table
+    from ..ros.bench.bags import bench_replay as run
     report = run(duration=args.duration, bag=args.bag, ros_args=args.ros_args)
     print(f"replay timing at rate 1.0 over {report['duration_s']:.1f} s of {report['source']}, "
           f"player in its own process: |receive time - the time the bag's timestamps "

@@ -10,7 +10,7 @@ def add_device_arg(parser) -> None:
 
 
 def device_of(args):
-    from ..device import select_device
+    from ..core.device import select_device
     return select_device(args.device)
 
 

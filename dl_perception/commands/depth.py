@@ -39,8 +39,8 @@ def evaluate(args) -> int:
 
 def bench(args) -> int:
     from .. import models
-    from ..bench import bench_frames, bench_model, print_table
-    from ..paths import resolve_weights
+    from ..bench.models import bench_frames, bench_model, print_table
+    from ..core.paths import resolve_weights
 
     weights = resolve_weights("depth", args.weights or "")
     device = device_of(args)
@@ -51,7 +51,7 @@ def bench(args) -> int:
                 model, frames, device, postprocess=lambda out, frame: model.depth_on_image(
                     out["log_depth"][0, 0].cpu().numpy(), frame.width, frame.height))}]
     if not args.no_ros:
-        from ..ros.node_path_bench import bench_node_path
+        from ..ros.bench.node_path import bench_node_path
 
         rows.append({"path": "node (single-threaded executor)", **bench_node_path(
             "depth_node", {"weights": weights, "device": str(device)}, "sensor_msgs/msg/Image",

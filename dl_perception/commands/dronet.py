@@ -5,7 +5,7 @@ from .common import add_device_arg, device_of, write_json
 
 
 def convert(args) -> int:
-    from ..convert import dronet_keras
+    from ..models.dronet_convert import dronet_keras
     model, info = dronet_keras(args.json, args.weights)
     model.save(args.out, info=info)
     print(f"wrote {args.out} (dronet, converted from {args.weights})")
@@ -13,7 +13,7 @@ def convert(args) -> int:
 
 
 def convert_pulp(args) -> int:
-    from ..convert import pulp_dronet
+    from ..models.dronet_convert import pulp_dronet
     model, info = pulp_dronet(args.weights, args.crop_anchor)
     model.save(args.out, info=info)
     print(f"wrote {args.out} (dronet, {info['flavour']} layout 'pulp', converted from {args.weights})")
@@ -34,7 +34,7 @@ def train(args) -> int:
 
 def evaluate(args) -> int:
     from ..evaluation.dronet import evaluate_table, format_table
-    from ..paths import resolve_weights
+    from ..core.paths import resolve_weights
     weights = [resolve_weights("dronet", w) for w in (args.weights or [""])]
     rows = evaluate_table(weights, args.data, device_of(args), per_frame_path=args.per_frame,
                           roc_path=args.roc)
@@ -49,8 +49,8 @@ def evaluate(args) -> int:
 
 def bench(args) -> int:
     from .. import models
-    from ..bench import bench_frames, bench_model, print_table
-    from ..paths import resolve_weights
+    from ..bench.models import bench_frames, bench_model, print_table
+    from ..core.paths import resolve_weights
 
     weights = resolve_weights("dronet", args.weights or "")
     device = device_of(args)
@@ -58,7 +58,7 @@ def bench(args) -> int:
     rows = [{"path": "model (preprocess+forward)", **bench_model(
         models.load(weights, expected="dronet"), frames, device)}]
     if not args.no_ros:
-        from ..ros.node_path_bench import bench_node_path
+        from ..ros.bench.node_path import bench_node_path
 
         parameters = {"weights": weights, "device": str(device)}
         # MultiThreadedExecutor(2) measured ~100x slower here: a short run shows it

@@ -14,7 +14,7 @@ def launch(args) -> int:
 
 
 def info(args) -> int:
-    from ..checkpoint import load_checkpoint, save_checkpoint
+    from ..core.checkpoint import load_checkpoint, save_checkpoint
     checkpoint = load_checkpoint(args.checkpoint)
     if args.set:  # provenance notes (purpose, licence, how it was made); tensors are untouched
         for item in args.set:
@@ -36,7 +36,7 @@ def demo(args) -> int:
 
 
 def bench_launch(args) -> int:
-    from ..ros.launch_bench import run
+    from ..ros.bench.launch import run
     rows = run(args.lift_frames)
     write_json(args.json, {"rows": rows})
     return 0 if all(row["status"] == 0 for row in rows) else 1

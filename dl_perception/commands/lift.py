@@ -40,7 +40,7 @@ def eval_features(args) -> int:
     extractors = []
     if not args.no_lift:
         from .. import models
-        from ..paths import resolve_weights
+        from ..core.paths import resolve_weights
         weights = resolve_weights("lift", args.weights or "")
         extractors.append(LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
                                         args.max_keypoints))
@@ -68,7 +68,7 @@ def _extractor(args):
         return args.features, lambda rgb: opencv(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
     from .. import models
     from ..evaluation.features import LIFTExtractor
-    from ..paths import resolve_weights
+    from ..core.paths import resolve_weights
     weights = resolve_weights("lift", args.weights or "")
     with open(weights, "rb") as handle:  # the name tells weights apart (feature cache key)
         weights_digest = hashlib.sha1(handle.read()).hexdigest()[:12]
@@ -85,8 +85,8 @@ def _depth_predictor(args):
     """depth_node's computation for `--depth model`: the depth network's metric depth on the
     frame's own grid (NaN where the network does not look)."""
     from .. import models
-    from ..imaging import DecodedImage
-    from ..paths import resolve_weights
+    from ..core.imaging import DecodedImage
+    from ..core.paths import resolve_weights
     weights = resolve_weights("depth", args.depth_weights or "")
     model = models.load(weights, expected="depth").to(device_of(args)).eval()
     return weights, lambda rgb: model.predict_image(DecodedImage(rgb, "rgb8"))
@@ -126,9 +126,9 @@ def bench(args) -> int:
     import torch
 
     from .. import models
-    from ..bench import bench_features, print_table, synthetic_frames
-    from ..imaging import DecodedImage, to_gray
-    from ..paths import resolve_weights
+    from ..bench.models import bench_features, print_table, synthetic_frames
+    from ..core.imaging import DecodedImage, to_gray
+    from ..core.paths import resolve_weights
 
     _threads(args)
     weights = resolve_weights("lift", args.weights or "")
@@ -155,7 +155,7 @@ def bench(args) -> int:
             {"path": "LIFT model (detect+orient+describe)", **bench_features(lift, frames)},
             {"path": "LIFT detector only", **bench_features(lift_detector, frames)}]
     if not args.no_ros:
-        from ..ros.node_path_bench import bench_node_path
+        from ..ros.bench.node_path import bench_node_path
 
         parameters = {"weights": weights, "device": str(device),
                       "max_keypoints": args.max_keypoints}

@@ -33,8 +33,8 @@ def _weights(args) -> str:
     """--weights, else the shipped checkpoint (without importing the ROS layer)."""
     import os
 
-    from ..checkpoint import CheckpointError
-    from ..paths import shipped_weights
+    from ..core.checkpoint import CheckpointError
+    from ..core.paths import shipped_weights
     if args.weights:
         return os.path.expanduser(args.weights)
     if not os.path.isfile(shipped_weights("netvlad")):
@@ -110,7 +110,7 @@ def evaluate(args) -> int:
 
 
 def bench(args) -> int:
-    from ..bench import bench_place_search, print_table, synthetic_frames
+    from ..bench.models import bench_place_search, print_table, synthetic_frames
     device = device_of(args)
     model = _load_model(args)
     frames = synthetic_frames(args.queries)

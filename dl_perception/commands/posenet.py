@@ -19,7 +19,7 @@ def train(args) -> int:
     import json
     import os
 
-    from ..checkpoint import read_metadata
+    from ..core.checkpoint import read_metadata
     from ..training.common import refuse_evaluation_worlds
     from ..training.posenet import PoseNetTrainConfig, train_posenet
 
@@ -45,7 +45,7 @@ def train(args) -> int:
 
 def evaluate(args) -> int:
     from ..evaluation.posenet import evaluate_posenet
-    from ..paths import resolve_weights
+    from ..core.paths import resolve_weights
 
     weights = resolve_weights("posenet", args.weights or "")
     metrics = evaluate_posenet(weights, _sources(args, args.data, "test"), device_of(args))
@@ -56,7 +56,7 @@ def evaluate(args) -> int:
 
 def bench(args) -> int:
     from .. import models
-    from ..bench import bench_model, print_table, synthetic_frames
+    from ..bench.models import bench_model, print_table, synthetic_frames
 
     device = device_of(args)
     frames = synthetic_frames(min(args.frames, 50))

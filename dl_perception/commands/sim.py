@@ -69,10 +69,10 @@ def export_sdf(args) -> int:
 
 
 def closed_loop(args) -> int:
-    from ..bench import print_table
+    from ..bench.models import print_table
     from ..sim.closed_loop import ClosedLoopConfig, evaluate_closed_loop
 
-    from ..paths import resolve_weights
+    from ..core.paths import resolve_weights
     # the simulator's own checkpoint unless told otherwise: this measures flying the simulator
     weights = resolve_weights("dronet", args.weights or "shipped:sim")
     cfg = ClosedLoopConfig(seeds=_seeds(args.seeds), cap_m=args.cap, preset=args.preset,
@@ -88,8 +88,8 @@ def closed_loop(args) -> int:
 
 
 def bench(args) -> int:
-    from ..bench import print_table
-    from ..ros.sim_bench import bench_sim
+    from ..bench.models import print_table
+    from ..ros.bench.sim import bench_sim
 
     rows = bench_sim(args.frames, args.world_seed)
     print(f"simulator benchmark: {rows[0]['width']}x{rows[0]['height']} RGB + depth, "

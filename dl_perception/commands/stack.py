@@ -7,9 +7,9 @@ TABLE = ["path", "frames", "fps", "latency_ms_p50", "latency_ms_p99", "peak_memo
 
 
 def bench(args) -> int:
-    from ..bench import print_table
+    from ..bench.models import print_table
     from ..engine import EngineOptions
-    from ..stack_bench import STACK, generated_frames, run_stack_bench, sequence_frames
+    from ..bench.stack import STACK, generated_frames, run_stack_bench, sequence_frames
 
     width, height = args.size
     frames = (sequence_frames(args.sequence, args.frames, width, height) if args.sequence
@@ -37,7 +37,7 @@ def bench(args) -> int:
         print("peak rate with < 5% drops: " + (f"{peak:.2f} Hz" if peak else "none probed"))
     print(f"stack throughput: engine {result['stack_ratio']:.2f}x the naive baseline")
     if args.ros:
-        from ..ros.stack_bench import bench_ros_stack
+        from ..ros.bench.stack import bench_ros_stack
         result["ros"] = bench_ros_stack(frames, rate=args.ros_rate, duration=args.ros_duration,
                                         config=args.ros_config)
         ros = result["ros"]

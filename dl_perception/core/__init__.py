@@ -1,3 +1,3 @@
 """The core every layer builds on, with no rclpy and no network-specific code: images, geometry,
-checkpoints, devices, paths and the declarative preprocessing (docs/architecture.md lists what
-moves here in phase B of the layout change)."""
+checkpoints, devices, paths, parameters, ROS message dataclasses (CDR without rclpy) and the
+declarative preprocessing."""

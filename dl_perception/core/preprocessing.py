@@ -35,9 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from .. import tensor_preprocess as tp
-from ..checkpoint import CheckpointError
-from ..imaging import DecodedImage, ImageDecodeError, gray_scale_factor, to_gray, to_rgb8
+from . import tensor_preprocess as tp
+from .checkpoint import CheckpointError
+from .imaging import DecodedImage, ImageDecodeError, gray_scale_factor, to_gray, to_rgb8
 
 SPEC_VERSION = 1
 COLORS = ("gray", "rgb")

@@ -39,7 +39,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from ..paths import shared_data_dir
+from ..core.paths import shared_data_dir
 
 SET_NAMES = ("nordland", "cohog", "udacity", "strecha")
 NORDLAND_SEASONS = ("summer", "winter")

@@ -29,9 +29,9 @@ import cv2
 import numpy as np
 import torch
 
-from ..geometry import canonical_quaternion, matrix_to_quat, quat_conjugate, slerp
-from ..imaging import ImageDecodeError, decode, to_rgb8
-from ..progress import progress
+from ..core.geometry import canonical_quaternion, matrix_to_quat, quat_conjugate, slerp
+from ..core.imaging import ImageDecodeError, decode, to_rgb8
+from ..core.progress import progress
 
 log = logging.getLogger(__name__)
 

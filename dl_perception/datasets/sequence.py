@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 import yaml
 
-from ..geometry import intrinsics_matrix, pose_matrix
+from ..core.geometry import intrinsics_matrix, pose_matrix
 
 FORMAT = "dl_perception.sequence/1"
 COLUMNS = ["index", "stamp", "image", "depth", "x", "y", "z", "qx", "qy", "qz", "qw",

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from ..datasets.depth import load_rgb, load_sample_depth, read_depth_dataset
-from ..imaging import DecodedImage
+from ..core.imaging import DecodedImage
 from ..models.depth import EigenDepth
 from .metrics import DEPTH_ERRORS, DepthErrorMeans, depth_errors
 

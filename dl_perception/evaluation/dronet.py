@@ -87,7 +87,7 @@ def evaluate_table(weights: list[str], data_specs: list[str], device: torch.devi
     dataset. `per_frame_path`: CSV of every frame's labels and outputs; `roc_path`: PNG of the ROC
     curves on every dataset with collision labels."""
     from ..models.dronet import DroNet
-    from ..progress import progress
+    from ..core.progress import progress
 
     models = [(model_name(w), DroNet.from_checkpoint(w).to(device)) for w in weights]
     rows, per_frame, curves = [], [], {}

@@ -33,9 +33,9 @@ import torch
 
 from ..datasets.homography import HomographyPair, read_homography_pairs, read_pair_set  # noqa: F401
 from ..datasets.strecha import View, pose_pairs, read_scene, relative_pose
-from ..imaging import DecodedImage
-from ..matching import mutual_nearest_neighbours
-from ..progress import progress
+from ..core.imaging import DecodedImage
+from ..core.matching import mutual_nearest_neighbours
+from ..core.progress import progress
 
 MMA_THRESHOLDS = (1, 3, 5)
 CORNER_THRESHOLDS = (1, 3, 5, 10)

@@ -64,7 +64,7 @@ def pose_errors(positions: np.ndarray, quaternions: np.ndarray, true_positions: 
                 true_quaternions: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Per-frame position error (Euclidean, units of the positions) and rotation error in
     degrees, 2*acos|q1.q2| (sign- and scale-invariant), as PoseNet reports them."""
-    from ..geometry import rotation_angle_deg
+    from ..core.geometry import rotation_angle_deg
 
     position_error = np.linalg.norm(np.asarray(positions) - np.asarray(true_positions), axis=-1)
     return position_error, rotation_angle_deg(quaternions, true_quaternions)

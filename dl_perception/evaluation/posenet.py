@@ -8,7 +8,7 @@ import torch
 
 from ..datasets.poses import PoseData
 from ..models.posenet import PoseNet
-from ..progress import progress
+from ..core.progress import progress
 from .metrics import pose_errors
 
 POSITION_THRESHOLD_M = 0.5

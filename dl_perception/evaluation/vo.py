@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..datasets.sequence import read_sequence
-from ..geometry import matrix_to_quat
-from ..progress import progress
-from ..vo import DepthImage, Features, MonocularVO, VOConfig
+from ..core.geometry import matrix_to_quat
+from ..core.progress import progress
+from ..navigation.vo import DepthImage, Features, MonocularVO, VOConfig
 
 
 @contextlib.contextmanager

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import importlib
 
-from ..checkpoint import CheckpointError, read_metadata
+from ..core.checkpoint import CheckpointError, read_metadata
 from .base import PerceptionModel
 
 # registry name -> module defining it (imported on first use to keep start-up light)

@@ -13,10 +13,10 @@ from torch import nn
 from torch.overrides import TorchFunctionMode
 from torch.utils._device import _device_constructors  # torch is pinned (setup.py)
 
-from ..checkpoint import (Checkpoint, CheckpointError, check_tensor_values, checked_config,
-                          load_tensors, read_header, save_checkpoint)
+from ..core.checkpoint import (Checkpoint, CheckpointError, check_tensor_values, checked_config,
+                               load_tensors, read_header, save_checkpoint)
 from ..core.preprocessing import PreprocessSpec, require_preprocessing
-from ..imaging import DecodedImage
+from ..core.imaging import DecodedImage
 
 # a checkpoint may declare this many times the parameters of the model's largest preset
 PARAMETER_BUDGET_FACTOR = 4

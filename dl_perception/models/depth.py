@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.preprocessing import PreprocessSpec
-from ..imaging import DecodedImage
+from ..core.imaging import DecodedImage
 from .base import PerceptionModel
 from .outputs import DenseOutputs
 

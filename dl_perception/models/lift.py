@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..core.preprocessing import PreprocessSpec
-from ..device import REDUCED_PRECISION
+from ..core.device import REDUCED_PRECISION
 from .base import PerceptionModel
 from .outputs import KeypointOutputs
 

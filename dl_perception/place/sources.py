@@ -12,7 +12,7 @@ from typing import Iterator
 import numpy as np
 
 from ..datasets.places import read_place_folder
-from ..imaging import ImageDecodeError, decode, to_rgb8
+from ..core.imaging import ImageDecodeError, decode, to_rgb8
 
 IMAGE_TYPES = ("sensor_msgs/msg/Image", "sensor_msgs/msg/CompressedImage")
 POSE_TYPES = ("nav_msgs/msg/Odometry", "geometry_msgs/msg/PoseStamped",

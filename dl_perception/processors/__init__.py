@@ -19,9 +19,9 @@ import yaml
 
 from .. import models, registry
 from ..core.params import Param
-from ..device import select_device
-from ..imaging import DecodedImage
-from ..paths import resolve_weights
+from ..core.device import select_device
+from ..core.imaging import DecodedImage
+from ..core.paths import resolve_weights
 
 # node name (as in config/perception.yaml) -> module defining PROCESSOR: every network
 PROCESSOR_MODULES = registry.processor_modules()
@@ -35,7 +35,7 @@ def root_name(topic: str) -> str:
 
 @dataclass(frozen=True)
 class Output:
-    """One message a node publishes: the topic and a `dl_perception.rosmsg` dataclass."""
+    """One message a node publishes: the topic and a `dl_perception.core.rosmsg` dataclass."""
 
     topic: str
     message: object

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..engine import Engine, EngineOptions
-from ..imaging import DecodedImage, to_rgb8
+from ..core.imaging import DecodedImage, to_rgb8
 from . import FrameProcessor, Output
 
 

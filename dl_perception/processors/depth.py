@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import rosmsg
-from ..geometry import backproject
+from ..core import rosmsg
+from ..core.geometry import backproject
 from . import FrameProcessor, Output, Param
 
 DEPTH_TOPIC = "/dl_perception/depth/image"

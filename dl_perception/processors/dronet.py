@@ -1,7 +1,7 @@
 """dronet_node's per-frame work: steering angle and collision probability as std_msgs/Float32."""
 from __future__ import annotations
 
-from .. import rosmsg
+from ..core import rosmsg
 from . import FrameProcessor, Output
 
 STEERING_TOPIC = "/dl_perception/dronet/steering_angle"

@@ -10,8 +10,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from .. import rosmsg
-from ..imaging import to_rgb8
+from ..core import rosmsg
+from ..core.imaging import to_rgb8
 from ..models.lift import LIFT, DetectionSettings
 from . import FrameProcessor, Output, Param
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import rosmsg
+from ..core import rosmsg
 from ..place.database import PlaceDatabase, model_fingerprint
 from ..place.online import OnlinePlaces
 from ..place.sources import PoseTrack

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .. import rosmsg
-from ..geometry import canonical_quaternion
+from ..core import rosmsg
+from ..core.geometry import canonical_quaternion
 from ..models.posenet import pose_covariance
 from . import FrameProcessor, Output, Param
 

@@ -12,7 +12,7 @@ import cv2
 from rclpy.node import Node
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
-from ..synthetic import SyntheticCorridor
+from ..sim.synthetic import SyntheticCorridor
 from .messages import camera_info_msg, compressed_msg, header, image_msg
 from .node_base import sensor_qos
 from .params import Param, ParameterSet

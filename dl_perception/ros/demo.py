@@ -12,7 +12,7 @@ import time
 import cv2
 import numpy as np
 
-from ..paths import shared_data_dir, shipped_weights
+from ..core.paths import shared_data_dir, shipped_weights
 
 
 def annotate(rgb: np.ndarray, steering: float, collision: float, forward: float,
@@ -44,7 +44,7 @@ def _default_weights(out_dir: str) -> str:
         raise FileNotFoundError(
             f"no DroNet weights: none shipped at {shipped} and no official release under "
             f"{official}; pass --weights CHECKPOINT")
-    from ..convert import dronet_keras
+    from ..models.dronet_convert import dronet_keras
     converted = os.path.join(out_dir, "dronet_official.safetensors")
     model, info = dronet_keras(os.path.join(official, "model_struct.json"),
                                os.path.join(official, "model_weights.h5"))
@@ -132,8 +132,8 @@ def run_demo(out_dir: str, duration: float, weights: str | None, world_seed: int
     from sensor_msgs.msg import CameraInfo
 
     from ..bags import BagWriter
-    from ..geometry import backproject
-    from ..imaging import image_to_numpy
+    from ..core.geometry import backproject
+    from ..core.imaging import image_to_numpy
     from .dronet_control_node import DroNetControlNode
     from .nodes import DroNetNode
     from .messages import pointcloud2_msg, stamp_to_seconds

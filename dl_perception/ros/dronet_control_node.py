@@ -11,7 +11,7 @@ from rclpy.node import Node
 from std_msgs.msg import Float32
 from std_srvs.srv import SetBool
 
-from ..control import Command, DroNetController, DroNetControlParams
+from ..navigation.control import Command, DroNetController, DroNetControlParams
 from .params import Param, ParameterSet
 
 _DEFAULTS = DroNetControlParams()

@@ -8,7 +8,7 @@ from builtin_interfaces.msg import Time
 from sensor_msgs.msg import CompressedImage, Image
 from std_msgs.msg import Header
 
-from ..imaging import numpy_to_compressed_fields, numpy_to_image_fields
+from ..core.imaging import numpy_to_compressed_fields, numpy_to_image_fields
 
 
 def message_class(typename: str):
@@ -56,10 +56,10 @@ def camera_info_msg(width: int, height: int, fx: float, fy: float, cx: float, cy
 
 
 def pointcloud2_msg(columns: dict, msg_header: Header):
-    """A height-1 PointCloud2 from named numpy columns (see dl_perception.pointcloud.pack)."""
+    """A height-1 PointCloud2 from named numpy columns (see dl_perception.core.pointcloud.pack)."""
     from sensor_msgs.msg import PointCloud2, PointField
 
-    from ..pointcloud import pack
+    from ..core.pointcloud import pack
 
     packed = pack(columns)
     return PointCloud2(

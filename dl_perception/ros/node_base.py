@@ -14,13 +14,14 @@ from rclpy.node import Node
 from rclpy.qos import HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from .. import models, rosmsg
-from ..checkpoint import CheckpointError
-from ..device import describe, select_device
-from ..imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
-from ..paths import resolve_weights
+from .. import models
+from ..core import rosmsg
+from ..core.checkpoint import CheckpointError
+from ..core.device import describe, select_device
+from ..core.imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
+from ..core.paths import resolve_weights
 from ..processors import TF_TOPICS
-from ..stats import FrameStats
+from ..core.stats import FrameStats
 from .signals import mark_running, stop_requested
 from .messages import message_class, stamp_to_seconds
 from .params import Param, ParameterSet

@@ -18,9 +18,9 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from rosbags.interfaces import (Qos, QosDurability, QosHistory, QosLiveliness, QosReliability,
                                 QosTime)
 
-from .. import rosmsg
+from ..core import rosmsg
 from ..bags import BagError, BagWriter
-from ..progress import progress
+from ..core.progress import progress
 from .signals import mark_running
 from .messages import message_class
 from .spinning import spin_until_stopped

@@ -24,10 +24,10 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosbags.interfaces import QosDurability, QosReliability
 from rosgraph_msgs.msg import Clock
 
-from .. import rosmsg
+from ..core import rosmsg
 from ..bags import BagError, BagReader, BagReadError
 from ..bags.translate import same_layout, translate
-from ..progress import progress
+from ..core.progress import progress
 from .signals import mark_running, stop_requested
 from .messages import message_class
 
@@ -256,7 +256,7 @@ class BagPlayer:
 
 
 def print_report(report: PlayReport, rate: float) -> None:
-    from ..bench import print_table
+    from ..bench.models import print_table
     rows = [{"topic": t.published_as, "type": t.msgtype, "published": t.published,
              "failed": t.failed, "converted": "yes" if t.translate else "-"}
             for t in report.topics]

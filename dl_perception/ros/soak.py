@@ -3,7 +3,7 @@ sampled, to show that nothing accumulates and that every frame is processed or d
 
 Two instances of the node run in this process, one on the raw and one on the compressed camera
 transport; a publisher sends both a mix of sound frames (random 320x240 scenes, every
-`sound_every`-th frame) and hostile ones (dl_perception.hostile: random headers and payloads,
+`sound_every`-th frame) and hostile ones (dl_perception.bench.hostile: random headers and payloads,
 damaged JPEG/PNG, stamps from the future, the past and out of range) over DDS at `rate` Hz.
 The resident set size of the process is sampled every `sample_every` seconds; the report gives
 it after the warm-up, at the end, its peak, and the slope of a line fitted after the warm-up.
@@ -20,9 +20,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CompressedImage, Image
 
-from ..hostile import (STAMP_KINDS, pick, random_compressed_image, random_raw_image,
-                       stamp)
-from ..imaging import numpy_to_compressed_fields, numpy_to_image_fields
+from ..bench.hostile import STAMP_KINDS, pick, random_compressed_image, random_raw_image, stamp
+from ..core.imaging import numpy_to_compressed_fields, numpy_to_image_fields
 from .nodes import node_class
 
 

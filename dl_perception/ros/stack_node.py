@@ -13,7 +13,7 @@ import time
 
 from .. import registry
 from ..engine import Engine, EngineOptions
-from ..imaging import DecodedImage, to_rgb8
+from ..core.imaging import DecodedImage, to_rgb8
 from .nodes import node_class
 from .node_base import FrameNode, ProcessorNode
 from .params import Param

@@ -9,7 +9,7 @@ from geometry_msgs.msg import TransformStamped
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 
-from ..geometry import OPTICAL_TO_BODY, matrix_to_quat
+from ..core.geometry import OPTICAL_TO_BODY, matrix_to_quat
 
 TF_TOPIC = "/tf"
 TF_STATIC_TOPIC = "/tf_static"

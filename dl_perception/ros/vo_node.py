@@ -18,10 +18,10 @@ from nav_msgs.msg import Odometry
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-from ..geometry import matrix_to_quat
-from ..imaging import ImageDecodeError, image_to_numpy
-from ..pointcloud import unpack
-from ..vo import DepthImage, Features, MonocularVO, VOConfig, body_pose, depth_at
+from ..core.geometry import matrix_to_quat
+from ..core.imaging import ImageDecodeError, image_to_numpy
+from ..core.pointcloud import unpack
+from ..navigation.vo import DepthImage, Features, MonocularVO, VOConfig, body_pose, depth_at
 from .messages import pointcloud2_msg, stamp_to_seconds
 from .node_base import FrameNode, sensor_qos
 from .params import Param

@@ -4,7 +4,7 @@ flown before the first collision (capped), without ROS, as fast as the CPU allow
 Policies, all from the same start pose (the route's first crossing, facing along the street):
 - expert: the ground-truth autopilot (the upper baseline).
 - dronet: the network on the rendered camera frame (camera_rate_hz), its outputs through the
-  real DroNet control law (dl_perception/control.py) at control_rate_hz, as dronet_node and
+  real DroNet control law (dl_perception/navigation/control.py) at control_rate_hz, as dronet_node and
   dronet_control_node do in ROS.
 - straight: fly forward at the DroNet controller's top speed, never turn (the lower baseline).
 A flight ends at the first collision, at `cap_m` metres, after `max_time_s` simulated seconds,
@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..paths import shipped_weights
-from ..control import DroNetController, DroNetControlParams
+from ..core.paths import shipped_weights
+from ..navigation.control import DroNetController, DroNetControlParams
 from .expert import ExpertAutopilot
 from .simulator import Simulator
 
@@ -67,7 +67,7 @@ class DroNetPolicy:
         self.frames = 0
 
     def perceive(self, rgb: np.ndarray, stamp: float) -> None:
-        from ..imaging import DecodedImage
+        from ..core.imaging import DecodedImage
         with self.torch.inference_mode():
             out = self.model(self.model.preprocess(DecodedImage(rgb, "rgb8")))
         self.controller.update_perception(float(out["steering"][0]),

@@ -39,7 +39,7 @@ PHOTO_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".pgm")
 def photo_pool(root: str | None = None, per_folder: int = 200) -> list[str]:
     """Real photographs for textures: up to `per_folder` images (evenly spaced in name order) of
     each PHOTO_FOLDERS folder under the shared data."""
-    from ..paths import shared_data_dir
+    from ..core.paths import shared_data_dir
 
     root = root or shared_data_dir()
     pool = []

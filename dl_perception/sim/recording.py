@@ -26,7 +26,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from ..datasets.sequence import Camera, SequenceWriter
-from ..progress import progress
+from ..core.progress import progress
 from .expert import ExpertAutopilot, ExpertParams
 from .scene import CameraSpec
 from .simulator import Simulator
@@ -119,7 +119,7 @@ class DroNetPilot:
     stall_s, stall_m = 3.0, 0.5
 
     def __init__(self, weights: str, max_forward_velocity: float, max_yaw_rate: float):
-        from ..control import DroNetControlParams
+        from ..navigation.control import DroNetControlParams
         from .closed_loop import DroNetPolicy
         self.policy = DroNetPolicy(weights, DroNetControlParams(
             max_forward_velocity=max_forward_velocity, max_yaw_rate=max_yaw_rate))

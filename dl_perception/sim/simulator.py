@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..geometry import OPTICAL_TO_BODY, matrix_to_quat, yaw_to_quat
+from ..core.geometry import OPTICAL_TO_BODY, matrix_to_quat, yaw_to_quat
 from .scene import CAMERA_OFFSET, CameraSpec, build_mjcf
 from .world import World, WorldError, generate_world
 

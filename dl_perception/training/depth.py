@@ -323,7 +323,7 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
                 resume: bool = False) -> EigenDepth:
     from torch import nn
 
-    from ..progress import progress
+    from ..core.progress import progress
     from .run import TrainingRun
 
     samples, sources = collect_samples(dataset_dirs, fmt, cfg.frame_stride)

@@ -29,8 +29,8 @@ import torch
 
 from ..datasets.dronet import DroNetSample, parse_dataset_spec, read_dronet_dataset
 from ..models.dronet import DroNet
-from ..paths import shared_data_dir
-from ..progress import progress
+from ..core.paths import shared_data_dir
+from ..core.progress import progress
 from .common import (TrainingDataError, dataset_world_seeds, refuse_evaluation_worlds,
                      seed_everything, split_indices)
 from .run import TrainingRun

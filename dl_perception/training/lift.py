@@ -37,9 +37,9 @@ import torch.nn.functional as F
 
 from ..datasets.sequence import read_sequence
 from ..datasets.strecha import Tracks, build_tracks, read_scene
-from ..paths import shared_data_dir
-from ..progress import progress
-from ..geometry import invert, project, transform_points
+from ..core.paths import shared_data_dir
+from ..core.progress import progress
+from ..core.geometry import invert, project, transform_points
 from ..models.lift import LIFT, image_pyramid, sample_patches, soft_argmax
 from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
 from .run import TrainingRun

@@ -46,7 +46,7 @@ from .. import models
 from ..datasets.place_sets import expand_specs, refuse_validation_sets
 from ..datasets.places import read_place_folder
 from ..models.netvlad import NetVLAD
-from ..progress import progress
+from ..core.progress import progress
 from .common import TrainingDataError, refuse_evaluation_worlds, seed_everything
 from .run import TrainingRun
 

@@ -33,7 +33,7 @@ import torch
 from ..datasets.poses import PoseData, PosedImages
 from ..evaluation.posenet import pose_metrics, predict
 from ..models.posenet import PoseNet, normalize_quaternion
-from ..progress import progress
+from ..core.progress import progress
 from .common import TrainingDataError, seed_everything, split_indices
 from .run import TrainingRun
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 
 from .. import models
-from ..checkpoint import CheckpointError, load_checkpoint
+from ..core.checkpoint import CheckpointError, load_checkpoint
 
 
 def interpolate_checkpoints(original: str, fine_tuned: str, out: str, alpha: float = 0.5):

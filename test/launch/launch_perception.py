@@ -16,7 +16,7 @@ import yaml
 from geometry_msgs.msg import Twist
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 
 
 @pytest.mark.launch_test

@@ -15,9 +15,9 @@ from launch.launch_description_sources import PythonLaunchDescriptionSource
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from std_msgs.msg import Float32
 
-from dl_perception import rosmsg
+from dl_perception.core import rosmsg
 from dl_perception.bags import BagWriter
-from dl_perception.paths import REPO_DIR
+from dl_perception.core.paths import REPO_DIR
 
 
 @pytest.mark.launch_test

@@ -31,8 +31,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from .geometry import OPTICAL_TO_BODY, invert
-from .matching import mutual_nearest_neighbours
+from ..core.geometry import OPTICAL_TO_BODY, invert
+from ..core.matching import mutual_nearest_neighbours
 
 
 @dataclass

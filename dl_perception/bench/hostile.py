@@ -10,7 +10,7 @@ from types import SimpleNamespace
 import cv2
 import numpy as np
 
-from .imaging import ENCODINGS
+from ..core.imaging import ENCODINGS
 
 FORMATS = ["", "jpeg", "png", "rgb8; jpeg compressed bgr8", "bgr8; png compressed bgr8",
            "mono16; png compressed mono16", "tiff", "pfm", "16UC1; compressedDepth png", "JPG",

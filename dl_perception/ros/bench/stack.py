@@ -14,10 +14,10 @@ from rclpy.node import Node
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ..stats import FrameStats
-from .launcher import configured_nodes
-from .nodes import node_class
-from .messages import header, image_msg
+from ...core.stats import FrameStats
+from ..launcher import configured_nodes
+from ..nodes import node_class
+from ..messages import header, image_msg
 
 STACK_NODES = ("dronet_node", "lift_node", "netvlad_node", "posenet_node", "depth_node",
                "stack_node")

@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import os
 
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__))
+# this module lives in dl_perception/core/
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 REPO_DIR = os.path.dirname(PACKAGE_DIR)
 WEIGHTS_DIR = os.path.join(PACKAGE_DIR, "weights")
 

@@ -8,7 +8,7 @@ fp32 at batch 1 (under no_grad), and its outputs are copied back. Engine: dl_per
 Modes, in the manner of ros2_benchmark: free-run (all frames available at once: throughput),
 fixed rate (frames arrive at a set rate into a bounded queue; frames that find it full are
 dropped; latency = result time - arrival time) and peak (the highest probed rate with < 5%
-drops). No rclpy: the ROS path is measured by dl_perception.ros.stack_bench.
+drops). No rclpy: the ROS path is measured by dl_perception.ros.bench.stack.
 """
 from __future__ import annotations
 
@@ -21,10 +21,10 @@ import time
 import numpy as np
 import torch
 
-from . import models
-from .engine import Engine, EngineOptions
-from .imaging import DecodedImage
-from .paths import shipped_weights
+from .. import models
+from ..engine import Engine, EngineOptions
+from ..core.imaging import DecodedImage
+from ..core.paths import shipped_weights
 
 STACK = ("dronet", "lift", "netvlad", "posenet", "depth")
 PEAK_MAX_DROPS = 0.05
@@ -47,7 +47,7 @@ def load_stack(preset: str, names=STACK, weights: dict | None = None) -> tuple[d
 
 
 def generated_frames(count: int, width: int, height: int) -> list[np.ndarray]:
-    from .bench import synthetic_frames
+    from .models import synthetic_frames
     distinct = synthetic_frames(min(count, 24), width, height)
     return [distinct[i % len(distinct)].pixels for i in range(count)]
 
@@ -56,7 +56,7 @@ def sequence_frames(folder: str, count: int, width: int, height: int) -> list[np
     """RGB frames of a recorded sequence (docs/datasets.md), resized to width x height."""
     import cv2
 
-    from .datasets.sequence import read_sequence
+    from ..datasets.sequence import read_sequence
 
     frames = []
     for frame in read_sequence(folder).frames[:count]:

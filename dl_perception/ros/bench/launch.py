@@ -67,8 +67,8 @@ def measure(node, single_process: bool, lift_frames: int = 5, timeout: float = 2
 def run(lift_frames: int = 5) -> list[dict]:
     import rclpy
 
-    from .. import bench
-    from . import LARGE_DATA_TRANSPORTS
+    from ...bench import models as bench
+    from .. import LARGE_DATA_TRANSPORTS
     # a graph of its own unless told otherwise: other traffic on the default domain (measured:
     # a busy domain 0 hid every message for 4 minutes) must not mix in
     os.environ.setdefault("ROS_DOMAIN_ID", str(100 + os.getpid() % 100))

@@ -13,8 +13,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from .messages import header, image_msg, message_class
-from .nodes import node_class
+from ..messages import header, image_msg, message_class
+from ..nodes import node_class
 
 
 class _Driver(Node):

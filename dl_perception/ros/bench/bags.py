@@ -14,10 +14,10 @@ from rclpy.executors import SingleThreadedExecutor
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
 
-from ..bags import BagReader
-from ..bags.bench import synthetic_bag
-from .messages import message_class
-from .replay import BagPlayer, ReplayOptions
+from ...bags import BagReader
+from ...bench.bags import synthetic_bag
+from ..messages import message_class
+from ..replay import BagPlayer, ReplayOptions
 
 IMAGE_TOPIC, VALUE_TOPIC = "/camera/image_raw", "/bench/value"
 

@@ -19,8 +19,8 @@ import os
 import numpy as np
 import torch
 
-from .checkpoint import CheckpointError, check_tensor_values, json_object
-from .models.dronet import DroNet, DroNetConfig
+from ..core.checkpoint import CheckpointError, check_tensor_values, json_object
+from .dronet import DroNet, DroNetConfig
 
 # a model description larger than this is not a network description
 MAX_MODEL_JSON_BYTES = 16 << 20

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 
-from . import LARGE_DATA_TRANSPORTS
+from .. import LARGE_DATA_TRANSPORTS
 
 SUBSCRIBER = """
 import sys, threading, time, rclpy
@@ -60,8 +60,8 @@ def bench_sim(frames: int, world_seed: int = 0) -> list[dict]:
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
 
-    from ..sim.simulator import Simulator
-    from .sim_node import SimNode
+    from ...sim.simulator import Simulator
+    from ..sim_node import SimNode
 
     if frames < 10:
         raise ValueError("bench sim needs at least 10 frames")

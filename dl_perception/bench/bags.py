@@ -10,14 +10,15 @@ import numpy as np
 import torch
 import yaml
 
-from .. import models, rosmsg
-from ..bench import bench_model, synthetic_frames
-from ..device import select_device
-from ..imaging import decode
-from ..paths import resolve_weights
-from .process import process_bag
-from .reader import BagReader
-from .writer import BagWriter
+from .. import models
+from ..core import rosmsg
+from .models import bench_model, synthetic_frames
+from ..core.device import select_device
+from ..core.imaging import decode
+from ..core.paths import resolve_weights
+from ..bags.process import process_bag
+from ..bags.reader import BagReader
+from ..bags.writer import BagWriter
 
 
 def synthetic_bag(path: str, frames: int, image_hz: float = 30.0, value_hz: float = 0.0,

@@ -7,9 +7,9 @@ import time
 import numpy as np
 import torch
 
-from . import models
-from .imaging import DecodedImage
-from .synthetic import SyntheticCorridor
+from .. import models
+from ..core.imaging import DecodedImage
+from ..sim.synthetic import SyntheticCorridor
 
 
 def synthetic_frames(count: int, width: int = 320, height: int = 240) -> list[DecodedImage]:
@@ -87,7 +87,7 @@ def bench_place_search(model: models.PerceptionModel, frames: list[DecodedImage]
     (Gaussian noise of 0.5x a descriptor's per-dimension spread, re-normalised): search cost
     depends on the count and dimension, and the copies keep the neighbourhood structure of real
     descriptors. Returns the extraction timing and one row per index kind."""
-    from .place.database import PlaceDatabase, model_fingerprint
+    from ..place.database import PlaceDatabase, model_fingerprint
 
     model = model.to(device).eval()
     descriptors, extraction = [], []

@@ -108,7 +108,7 @@ TF_MESSAGE = "tf2_msgs/msg/TFMessage"
 
 
 def pointcloud2(columns: dict, msg_header):
-    """A height-1 PointCloud2 of named numpy columns (dl_perception.pointcloud.pack)."""
+    """A height-1 PointCloud2 of named numpy columns (dl_perception.core.pointcloud.pack)."""
     from .pointcloud import pack
 
     packed = pack(columns)

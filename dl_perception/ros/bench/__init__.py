@@ -1,0 +1,2 @@
+"""Benchmarks that need a ROS graph: node paths, bag replay, the simulator, stack_node and
+launch."""
