@@ -270,8 +270,7 @@ class ProcessorNode(ModelNode):
             self.create_subscription(
                 message_class(msgtype), relative(topic),
                 lambda raw, topic=topic, msgtype=msgtype: self._on_side_input(topic, msgtype, raw),
-                sensor_qos(reliability, depth) if reliability == "best_effort"
-                else QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth), raw=True)
+                sensor_qos(reliability, depth), raw=True)
         self.processor.announce()
 
     def _topic_and_qos(self, topic: str):
