@@ -1,5 +1,5 @@
 """processors/batch.py: the processors of all five networks through one engine (what stack_node
-becomes in phase B) give, on real frames, the processors' own messages: bit for bit for the dense
+runs) give, on real frames, the processors' own messages: bit for bit for the dense
 networks in fp32, LIFT's keypoints within the engine's keypoint measure; a changed parameter
 takes effect on the frame it was changed for; one processor's fault leaves the others running."""
 import glob

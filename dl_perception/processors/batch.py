@@ -1,8 +1,8 @@
 """A batching executor over frame processors: the networks of several processors through one
 engine (dl_perception.engine: one upload per frame, preprocessing on the device, measured
 precision and memory format per network), then each processor's own results and messages from
-the engine's outputs. stack_node becomes this executor plus one set of publishers per hosted
-processor (docs/architecture.md, phase B).
+the engine's outputs. stack_node is this executor plus the publishers, parameters and
+diagnostics of the nodes it hosts.
 
 Per frame, each processor's per-call settings (`forward_arguments()`) go to the engine with the
 frame, so a changed parameter takes effect on the frame it was changed for (stack_node does the

@@ -250,8 +250,6 @@ class ProcessorNode(ModelNode):
         self.processor.warn = lambda text: self.get_logger().warning(text,
                                                                      throttle_duration_sec=2.0)
         self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
-        if self.hosted:
-            self.processor.passes_execution = False  # the stack_node engine's plan decides
         self.side_input_errors = 0
         self._output_publishers = {}
         for topic, msgtype in dict(self.processor.outputs).items():
@@ -288,13 +286,13 @@ class ProcessorNode(ModelNode):
             self.get_logger().warning(f"{topic}: message not used: {error!r}",
                                       throttle_duration_sec=5.0)
 
-    def take_outputs_from(self, source) -> None:
-        """Use `source(image) -> outputs` instead of running the network (stack_node's engine)."""
-        self.processor.infer = source
-
     def process(self, image: DecodedImage, header) -> None:
         core_header = rosmsg.header(rosmsg.stamp_ns(header.stamp), header.frame_id)
-        for output in self.processor.process(image, core_header):
+        self.publish_outputs(self.processor.process(image, core_header))
+
+    def publish_outputs(self, outputs) -> None:
+        """Publish the processor's messages (stack_node hands in what its executor made)."""
+        for output in outputs:
             publisher = self._output_publishers.get(output.topic)
             if publisher is not None:
                 self.publish(publisher, rosmsg.serialize(output.message))

@@ -4,16 +4,19 @@ precision and memory format per network).
 
 The nodes it hosts (`nodes` parameter) are the usual ones, created without a camera subscription:
 they keep their parameters (their own sections of the parameters file), publishers, topics and
-/diagnostics, and publish from the engine's outputs exactly as they would from their own
-forward pass. The first frame calibrates the engine (logged), so it is processed late.
+/diagnostics; their processors run as one processors/batch.py BatchExecutor (each frame's
+parameters go to the engine with it), and each node publishes what its processor made of the
+engine's outputs, exactly as it would from its own forward pass. The first frame calibrates the engine (logged), so it is processed late.
 """
 from __future__ import annotations
 
 import time
 
 from .. import registry
-from ..engine import Engine, EngineOptions
-from ..core.imaging import DecodedImage, to_rgb8
+from ..core import rosmsg
+from ..core.imaging import DecodedImage
+from ..engine import EngineOptions
+from ..processors.batch import BatchExecutor
 from .nodes import node_class
 from .node_base import FrameNode, ProcessorNode
 from .params import Param
@@ -45,42 +48,33 @@ class StackNode(FrameNode):
             for hosted in self.hosted_nodes:
                 hosted.destroy_node()
             raise
-        self.engine = Engine({node.model_name: node.model for node in self.hosted_nodes},
-                             EngineOptions(device=self.params["device"],
-                                           precision=self.params["precision"],
-                                           channels_last=self.params["channels_last"],
-                                           batch_size=1, workers=1))
-        self.calibrated = False
-        self._outputs: dict = {}
-        for node in self.hosted_nodes:
-            node.take_outputs_from(lambda image, name=node.model_name: self._outputs[name])
+        self.batch = BatchExecutor(  # not `executor`: rclpy.Node has an attribute of that name
+            [node.processor for node in self.hosted_nodes],
+            EngineOptions(device=self.params["device"], precision=self.params["precision"],
+                          channels_last=self.params["channels_last"], batch_size=1, workers=1))
+        self.engine = self.batch.engine
         self.get_logger().info(
             f"hosting {', '.join(n.get_name() for n in self.hosted_nodes)} on {self.engine.device}")
 
     def process(self, image: DecodedImage, header) -> None:
-        rgb = to_rgb8(image.pixels, image.encoding)
-        # this frame's parameters go to the engine with it
-        arguments = {node.model_name: node.processor.forward_arguments()
-                     for node in self.hosted_nodes}
-        if not self.calibrated:
-            self.engine.calibrate([rgb], repeats=1)
-            self.calibrated = True
+        calibrating = not self.batch.calibrated
+        started = time.perf_counter()
+        outcome = self.batch.process(
+            image, rosmsg.header(rosmsg.stamp_ns(header.stamp), header.frame_id))
+        seconds = time.perf_counter() - started
+        if calibrating:
             for name, plan in self.engine.plans.items():
                 self.get_logger().info(f"engine: {name} {plan.precision}, channels_last "
                                        f"{plan.channels_last}, deviation {plan.deviation:.1e}")
-        started = time.perf_counter()
-        self._outputs = self.engine.run([rgb], arguments=arguments)[0]
-        inference = time.perf_counter() - started
         for node in self.hosted_nodes:
-            node_started = time.perf_counter()
             node.stats.frame_received()
-            try:
-                node.process(image, header)
-            except Exception as error:  # one node's fault must not stop the others
+            error = outcome.errors.get(node.processor.node_name)
+            if error is not None:  # one node's fault must not stop the others
                 node.stats.drop("error")
                 node.get_logger().error(f"frame failed: {error!r}", throttle_duration_sec=5.0)
                 continue
-            node.stats.frame_done(inference + time.perf_counter() - node_started)
+            node.publish_outputs(outcome.messages[node.processor.node_name])
+            node.stats.frame_done(seconds)
 
     def diagnostic_values(self) -> dict[str, str]:
         return {"hosted": ",".join(n.get_name() for n in self.hosted_nodes),
