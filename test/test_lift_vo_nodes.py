@@ -97,6 +97,15 @@ def test_lift_node_publishes_the_feature_contract(ros, lift_weights):
     assert spin_until(executor, lambda: _diagnostic(
         diagnostics, "lift_node", "frames_without_keypoints") == "2", timeout=5.0)
     assert overlays and overlays[0].encoding == "rgb8"
+    # a parameter set at run time applies from the next frame (the processor reads it live);
+    # one outside its range is refused and changes nothing
+    assert node.set_parameters([Parameter("max_keypoints", value=7)])[0].successful
+    assert not node.set_parameters([Parameter("max_keypoints", value=0)])[0].successful
+    for _ in range(5):
+        pub.publish(image_msg(textured, "rgb8", header(seconds_to_stamp(104.0), "camera_optical_frame")))
+        if spin_until(executor, lambda: len(clouds) > 3, timeout=20.0):
+            break
+    assert clouds[3].width == 7
 
 
 def test_lift_node_refuses_bad_parameters(ros, lift_weights):
