@@ -247,9 +247,9 @@ class ProcessorNode(ModelNode):
     def __init__(self, node_name: str | None = None, **kwargs):
         super().__init__(node_name or self.processor_class.node_name, **kwargs)
         self.processor = self.processor_class(self.model, self.device, self.params)
-        self.processor.warn = lambda text: self.get_logger().warning(text,
-                                                                     throttle_duration_sec=2.0)
-        self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
+        # start-up notes in full: rclpy throttles per call site, and these lambdas are one site
+        self.processor.warn = self.get_logger().warning
+        self.processor.info = self.get_logger().info
         self.side_input_errors = 0
         self._output_publishers = {}
         for topic, msgtype in dict(self.processor.outputs).items():
@@ -270,6 +270,10 @@ class ProcessorNode(ModelNode):
                 lambda raw, topic=topic, msgtype=msgtype: self._on_side_input(topic, msgtype, raw),
                 sensor_qos(reliability, depth), raw=True)
         self.processor.announce()
+        # per frame: throttled, so a bad stream cannot flood the log
+        self.processor.warn = lambda text: self.get_logger().warning(text,
+                                                                     throttle_duration_sec=2.0)
+        self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
 
     def _topic_and_qos(self, topic: str):
         if topic in TF_TOPICS:
