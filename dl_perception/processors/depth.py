@@ -24,21 +24,6 @@ class DepthResult:
     points: np.ndarray | None  # N x 3 float32 in the camera optical frame, when published
 
 
-def usable_intrinsics(info, width: int, height: int, counters: dict, warn) -> tuple:
-    """(camera_info, status): the latest camera_info when it describes a width x height image
-    and is calibrated, else (None, why); frames without intrinsics are counted in `counters`
-    and a size mismatch is warned about."""
-    if info is not None and (info.width, info.height) != (width, height):
-        counters["camera_info_mismatch"] += 1
-        warn(f"{CAMERA_INFO_TOPIC} is for {info.width}x{info.height} images but the images are "
-             f"{width}x{height}: not used (no intrinsics on the depth camera_info, no points)")
-        return None, f"mismatch: camera_info {info.width}x{info.height}, images {width}x{height}"
-    if info is not None and info.k[0] > 0 and info.k[4] > 0:
-        return info, "ok"
-    counters["frames_without_intrinsics"] += 1
-    return None, "missing" if info is None else "uncalibrated (K is zero)"
-
-
 class DepthProcessor(FrameProcessor):
     node_name = "depth_node"
     model_name = "depth"
@@ -70,9 +55,21 @@ class DepthProcessor(FrameProcessor):
     def intrinsics_for(self, width: int, height: int):
         """The latest camera_info when it describes a width x height image, else None (counted,
         warned about and reported)."""
-        info, self.camera_info_status = usable_intrinsics(self.camera_info, width, height,
-                                                          self.counters, self.warn)
-        return info
+        info = self.camera_info
+        if info is not None and (info.width, info.height) != (width, height):
+            self.counters["camera_info_mismatch"] += 1
+            self.warn(f"{CAMERA_INFO_TOPIC} is for {info.width}x{info.height} images but the "
+                      f"images are {width}x{height}: not used (no intrinsics on the depth "
+                      "camera_info, no points)")
+            self.camera_info_status = (f"mismatch: camera_info {info.width}x{info.height}, "
+                                       f"images {width}x{height}")
+            return None
+        if info is not None and info.k[0] > 0 and info.k[4] > 0:
+            self.camera_info_status = "ok"
+            return info
+        self.counters["frames_without_intrinsics"] += 1
+        self.camera_info_status = "missing" if info is None else "uncalibrated (K is zero)"
+        return None
 
     def run(self, image) -> DepthResult:
         log_depth = self.infer(image)["log_depth"][0, 0].float().cpu().numpy()
