@@ -17,7 +17,8 @@ from dl_perception.models.netvlad import NetVLADLayer
 from dl_perception.training.common import TrainingDataError
 from dl_perception.training.netvlad import (HardNegativeMiner, NetVLADTrainConfig,
                                             PlaceTrainingData, augment_views, info_nce_loss,
-                                            init_clusters, triplet_ranking_loss, train_netvlad)
+                                            init_clusters, triplet_ranking_loss, train_netvlad,
+                                            validation_recall)
 
 torch.set_num_threads(2)
 
@@ -252,7 +253,7 @@ def test_training_refuses_evaluation_worlds_and_bad_data(tmp_path, routes):
                       NetVLADTrainConfig(), torch.device("cpu"))
     with pytest.raises(TrainingDataError, match="evaluation world"):
         train_netvlad(routes, str(tmp_path / "x.safetensors"), NetVLADTrainConfig(),
-                      torch.device("cpu"), validation=(routes[0], evaluation))
+                      torch.device("cpu"), validation=[(routes[0], evaluation)])
     lonely = write_route(tmp_path / "lonely", 9, "day", frames=3, spacing=20.0)
     with pytest.raises(TrainingDataError, match="no training query"):
         train_netvlad([lonely], str(tmp_path / "x.safetensors"), NetVLADTrainConfig(),
@@ -323,6 +324,21 @@ def test_augmentation_and_info_nce():
     assert matched < 0.5 < shuffled
 
 
+def test_selection_score_is_the_mean_recall_over_validation_pairs(routes):
+    model = models.create("netvlad", resize_to=[64, 48]).eval()
+    world_1, world_2 = (routes[0], routes[1]), (routes[2], routes[3])
+    alone = [validation_recall(model, [pair], torch.device("cpu"), whitened=False)
+             for pair in (world_1, world_2)]
+    assert set(alone[0]) == {"recall_at_1", "recall_at_5"}
+    both = validation_recall(model, [world_1, world_2], torch.device("cpu"), whitened=False)
+    assert both["recall_at_1"] == pytest.approx((alone[0]["recall_at_1"] + alone[1]["recall_at_1"]) / 2)
+    assert both["recall_at_5"] == pytest.approx((alone[0]["recall_at_5"] + alone[1]["recall_at_5"]) / 2)
+    assert (both["val1_recall_at_1"], both["val2_recall_at_5"]) == \
+        (alone[0]["recall_at_1"], alone[1]["recall_at_5"])
+    with pytest.raises(TrainingDataError, match="different place groups"):
+        validation_recall(model, [(routes[0], routes[3])], torch.device("cpu"), whitened=False)
+
+
 def test_pretraining_then_triplets_and_resume(routes, tmp_path):
     out = str(tmp_path / "r.safetensors")
     cfg = NetVLADTrainConfig(pretrain_epochs=1, pretrain_steps=2, pretrain_batch=6, epochs=1,
@@ -330,7 +346,7 @@ def test_pretraining_then_triplets_and_resume(routes, tmp_path):
                              kmeans_images=20, pca_images=120, cache_refresh=100)
     overrides = {"resize_to": [64, 48], "pca_dim": 16}
     first = train_netvlad(routes, out, cfg, torch.device("cpu"), model_overrides=overrides,
-                          validation=(routes[0], routes[1]), log=lambda *_: None)
+                          validation=[(routes[0], routes[1])], log=lambda *_: None)
     history = first.checkpoint_info["history"]
     assert [h["epoch"] for h in history] == [0, 1, 2]
     assert np.isfinite(history[1]["pretrain_loss"]) and np.isfinite(history[2]["loss"])
@@ -338,7 +354,7 @@ def test_pretraining_then_triplets_and_resume(routes, tmp_path):
     lines = []
     longer = dataclasses.replace(cfg, epochs=2)
     again = train_netvlad(routes, out, longer, torch.device("cpu"), model_overrides=overrides,
-                          validation=(routes[0], routes[1]), resume=True, log=lines.append)
+                          validation=[(routes[0], routes[1])], resume=True, log=lines.append)
     assert any("resumed after epoch 2" in line for line in lines)
     assert [h["epoch"] for h in again.checkpoint_info["history"]] == [0, 1, 2, 3]
     assert again.whitened and again.descriptor_dim == 16

@@ -9,11 +9,10 @@ def train(args) -> int:
     from ..training.netvlad import NetVLADTrainConfig, train_netvlad
     overrides = {k: v for k, v in vars(args).items()
                  if k in NetVLADTrainConfig.__dataclass_fields__ and v is not None}
-    validation = None
-    if args.val_db or args.val_queries:
-        if not (args.val_db and args.val_queries):
-            raise ValueError("--val-db and --val-queries go together")
-        validation = (args.val_db, args.val_queries)
+    if len(args.val_db or ()) != len(args.val_queries or ()):
+        raise ValueError("--val-db and --val-queries go together, one query set per database "
+                         f"(got {len(args.val_db or ())} and {len(args.val_queries or ())})")
+    validation = list(zip(args.val_db or (), args.val_queries or ()))
     device = device_of(args)
     if args.threads:
         import torch
@@ -134,8 +133,9 @@ def register(verbs) -> None:
     t.add_argument("--init", help="start from this checkpoint")
     t.add_argument("--init-backbone", help="depth checkpoint (`train depth`) whose Coarse 1-4 "
                    "the depth preset's backbone starts from")
-    t.add_argument("--val-db", help="validation database folder (Recall@1 picks the epoch)")
-    t.add_argument("--val-queries", help="validation query folder")
+    t.add_argument("--val-db", nargs="+", help="validation database folder(s) or set(s); the "
+                   "mean Recall@1 over all validation pairs picks the epoch")
+    t.add_argument("--val-queries", nargs="+", help="validation query folder(s), one per --val-db")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--pca-dim", type=int, help="whitening dimension (default: the preset's; 0 = none)")
     t.add_argument("--whitening-power", type=float, help="divide each principal direction by its "

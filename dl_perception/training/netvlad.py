@@ -342,17 +342,19 @@ def triplet_epoch(model: NetVLAD, data: PlaceTrainingData, cfg: NetVLADTrainConf
 
 def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
                   device: torch.device, preset: str = "cpu", init_weights: str | None = None,
-                  validation: tuple[str, str] | None = None, model_overrides: dict | None = None,
+                  validation: list[tuple[str, str]] | None = None,
+                  model_overrides: dict | None = None,
                   backbone_weights: str | None = None, resume: bool = False,
                   log=print) -> NetVLAD:
     """Train on the image folders or named real sets (datasets/place_sets.py): first
-    `pretrain_epochs` self-supervised, then `epochs` of triplet ranking. `validation` =
-    (database, queries) picks the best epoch by Recall@1 (within the database set's positive
-    radius, else 5 m). `model_overrides` change the preset's model configuration (e.g. pca_dim).
+    `pretrain_epochs` self-supervised, then `epochs` of triplet ranking. `validation`: one or
+    more (database, queries) pairs; the mean of their Recall@1 (each within its database set's
+    positive radius, else 5 m) picks the best epoch. `model_overrides` change the preset's model configuration (e.g. pca_dim).
     `backbone_weights`: a depth checkpoint the eigen_coarse backbone starts from. `resume`
     continues a killed run from its last finished epoch."""
     folders = expand_specs(folders)
-    for folder in folders + list(validation or ()):
+    validation = list(validation or ())
+    for folder in folders + [f for pair in validation for f in pair]:
         refuse_evaluation_worlds(folder)
         refuse_validation_sets(folder)  # neither trained nor selected on
     seed_everything(cfg.seed)
@@ -389,7 +391,7 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
                                  weight_decay=cfg.weight_decay)
     done = run.restore(model, optimizer, rng=rng)
     info = {"trained_on": folders, "train_config": asdict(cfg), "preset": preset,
-            "backbone_from": backbone_weights, "validation_sets": list(validation or ()),
+            "backbone_from": backbone_weights, "validation_sets": [list(pair) for pair in validation],
             "initialised_from": init_info}
     scored = [row for row in run.rows if math.isfinite(row.get("recall_at_1", math.nan))]
     best_recall = max((row["recall_at_1"] for row in scored), default=-math.inf)
@@ -457,12 +459,25 @@ def load_depth_backbone(model: NetVLAD, path: str) -> None:
     model.backbone.load_depth_network(depth.state_dict())
 
 
-def validation_recall(model: NetVLAD, validation: tuple[str, str], device: torch.device,
+def validation_recall(model: NetVLAD, validation: list[tuple[str, str]], device: torch.device,
                       whitened: bool) -> dict:
+    """Recall@1 and @5 of every (database, queries) pair and their means (`recall_at_1`, the
+    selection score): one set alone would let the epochs specialise to its kind of place."""
+    per_set = [_pair_recall(model, pair, device, whitened) for pair in validation]
+    metrics = {key: float(np.mean([row[key] for row in per_set]))
+               for key in ("recall_at_1", "recall_at_5")}
+    if len(per_set) > 1:
+        for index, row in enumerate(per_set, start=1):
+            metrics.update({f"val{index}_{key}": value for key, value in row.items()})
+    return metrics
+
+
+def _pair_recall(model: NetVLAD, pair: tuple[str, str], device: torch.device,
+                 whitened: bool) -> dict:
     from ..evaluation.place import correct_by_position, recall_at_n
     from ..place.build import describe_pixels
 
-    database, queries = (read_place_folder(f) for f in validation)
+    database, queries = (read_place_folder(f) for f in pair)
     if database.group != queries.group:
         raise TrainingDataError(f"validation database and queries lie in different place groups "
                                 f"({database.group}, {queries.group})")
