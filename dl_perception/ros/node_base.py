@@ -19,6 +19,7 @@ from ..core import rosmsg
 from ..core.checkpoint import CheckpointError
 from ..core.device import describe, select_device
 from ..core.imaging import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode
+from ..core.log_throttle import MessageThrottle
 from ..core.paths import resolve_weights
 from ..processors import TF_TOPICS
 from ..core.stats import FrameStats
@@ -270,10 +271,18 @@ class ProcessorNode(ModelNode):
                 lambda raw, topic=topic, msgtype=msgtype: self._on_side_input(topic, msgtype, raw),
                 sensor_qos(reliability, depth), raw=True)
         self.processor.announce()
-        # per frame: throttled, so a bad stream cannot flood the log
-        self.processor.warn = lambda text: self.get_logger().warning(text,
-                                                                     throttle_duration_sec=2.0)
-        self.processor.info = lambda text: self.get_logger().info(text, throttle_duration_sec=1.0)
+        # per frame: throttled by kind of message, so a bad stream cannot flood the log and a
+        # frequent warning cannot hide a rare one
+        self.processor.warn = self._throttled(self.get_logger().warning, MessageThrottle(2.0))
+        self.processor.info = self._throttled(self.get_logger().info, MessageThrottle(1.0))
+
+    @staticmethod
+    def _throttled(log, throttle: MessageThrottle):
+        def emit(text: str) -> None:
+            line = throttle(text)
+            if line is not None:
+                log(line)
+        return emit
 
     def _topic_and_qos(self, topic: str):
         if topic in TF_TOPICS:
