@@ -349,7 +349,8 @@ def train_netvlad(folders: list[str], out_path: str, cfg: NetVLADTrainConfig,
     """Train on the image folders or named real sets (datasets/place_sets.py): first
     `pretrain_epochs` self-supervised, then `epochs` of triplet ranking. `validation`: one or
     more (database, queries) pairs; the mean of their Recall@1 (each within its database set's
-    positive radius, else 5 m) picks the best epoch. `model_overrides` change the preset's model configuration (e.g. pca_dim).
+    positive radius, else 5 m) picks the best epoch. `model_overrides` change the preset's
+    model configuration (e.g. pca_dim).
     `backbone_weights`: a depth checkpoint the eigen_coarse backbone starts from. `resume`
     continues a killed run from its last finished epoch."""
     folders = expand_specs(folders)
