@@ -11,6 +11,7 @@ import torch
 from dl_perception import models
 from dl_perception.evaluation.features import LIFTExtractor, map_points, pair_metrics
 from dl_perception.core.matching import mutual_nearest_neighbours
+from dl_perception.core.imaging import DecodedImage
 from dl_perception.core.paths import shipped_weights
 
 pytestmark = pytest.mark.skipif(not os.path.isfile(shipped_weights("lift")),
@@ -86,3 +87,30 @@ def test_zoom_matches(lift, photo, zoom):
                       [x0, height - 1 - y0]])
     error = _shared_corner_error(points_a[matches[:, 0]], points_b[matches[:, 1]], H, shown)
     assert error < 5.0, (error, result)
+
+
+def test_smoothing_and_edge_test_localise_keypoints_better(lift, photo):
+    """The opt-in score smoothing and ridge test (docs/lift.md): on a 30 degree rotation of the
+    real photograph, more of the keypoints that recur land within 1 px of the true position
+    (measured: 0.85 vs 0.66 of those within 3 px), at the cost of fewer keypoints."""
+    height, width = photo.shape
+    angle = np.radians(30)
+    centre = np.array([[1, 0, -width / 2], [0, 1, -height / 2], [0, 0, 1.0]])
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0], [np.sin(angle), np.cos(angle), 0],
+                     [0, 0, 1.0]])
+    H = np.linalg.inv(centre) @ turn @ centre
+    rotated = cv2.warpPerspective(photo, H, (width, height), flags=cv2.INTER_CUBIC)
+    model = lift.model
+    counts, precise = [], []
+    for settings in (model.default_settings(score_smoothing=0.0, edge_ratio=0.0),
+                     model.default_settings(score_smoothing=1.0, edge_ratio=10.0)):
+        with torch.inference_mode():
+            points_a = model.detect(model.preprocess(DecodedImage(photo, "mono8")), settings)[0]
+            points_b = model.detect(model.preprocess(DecodedImage(rotated, "mono8")), settings)[0]
+        mapped = map_points(H, points_a.numpy().astype(np.float64))
+        inside = ((mapped >= 0) & (mapped < [width, height])).all(axis=1)
+        error = np.linalg.norm(mapped[inside][:, None] - points_b.numpy()[None], axis=2).min(axis=1)
+        counts.append(len(points_a))
+        precise.append((error <= 1).sum() / max(1, (error <= 3).sum()))
+    assert precise[1] > precise[0] + 0.1, precise
+    assert counts[1] < counts[0], counts

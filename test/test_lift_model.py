@@ -11,7 +11,8 @@ import torch
 from dl_perception import models
 from dl_perception.core.checkpoint import CheckpointError
 from dl_perception.core.imaging import DecodedImage
-from dl_perception.models.lift import GHH, LIFT, image_pyramid, sample_patches, soft_argmax
+from dl_perception.models.lift import (GHH, LIFT, _is_peak, gaussian_blur, image_pyramid,
+                                       sample_patches, soft_argmax)
 
 sys.path.insert(0, __import__("os").path.dirname(__file__))
 from scenes import texture  # noqa: E402
@@ -101,6 +102,38 @@ def test_soft_argmax_finds_the_peak():
     assert score.item() == pytest.approx(5.0, abs=1e-3)
 
 
+def _anisotropic_peak(sigma_x: float, sigma_y: float, angle: float = 0.3) -> torch.Tensor:
+    ys, xs = torch.meshgrid(torch.arange(41.0), torch.arange(41.0), indexing="ij")
+    u = (xs - 20) * math.cos(angle) + (ys - 20) * math.sin(angle)
+    v = -(xs - 20) * math.sin(angle) + (ys - 20) * math.cos(angle)
+    return torch.exp(-u ** 2 / (2 * sigma_x ** 2) - v ** 2 / (2 * sigma_y ** 2))
+
+
+def test_ridge_maxima_are_not_peaks():
+    """The edge test keeps a round maximum and drops one on a ridge (curvature ratio 16 > 10),
+    also when the ridge is not along a pixel axis."""
+    centre = torch.tensor([20]), torch.tensor([20])
+    assert _is_peak(_anisotropic_peak(3, 3), *centre, 10.0).item()
+    assert _is_peak(_anisotropic_peak(4, 3), *centre, 10.0).item()
+    assert not _is_peak(_anisotropic_peak(12, 3), *centre, 10.0).item()
+    saddle = _anisotropic_peak(3, 3) - 2 * _anisotropic_peak(1.5, 20)
+    assert not _is_peak(saddle, *centre, 10.0).item()
+    masked = _anisotropic_peak(12, 3)
+    masked[20, 21] = float("-inf")  # next to a masked (flat) pixel: kept
+    assert _is_peak(masked, *centre, 10.0).item()
+
+
+def test_gaussian_blur_keeps_levels_and_moves_no_peak():
+    flat = torch.full((1, 1, 20, 30), 2.5)
+    assert torch.allclose(gaussian_blur(flat, 0.7), flat)
+    spike = torch.zeros(1, 1, 21, 21)
+    spike[0, 0, 10, 12] = 1.0
+    blurred = gaussian_blur(spike, 1.0)
+    assert blurred.shape == spike.shape and blurred.sum().item() == pytest.approx(1.0, abs=1e-5)
+    assert divmod(int(blurred.argmax()), 21) == (10, 12)
+    assert blurred[0, 0, 10, 13].item() == pytest.approx(blurred[0, 0, 10, 11].item())
+
+
 @pytest.mark.parametrize("pixels", [0, 255, 128])
 def test_flat_frames_give_no_keypoints(pixels):
     model = models.create("lift").eval()
@@ -124,6 +157,8 @@ def test_detection_settings_take_effect():
         assert torch.all(single[1] == model.config.detector_sigma)
         wider = model.default_settings(max_keypoints=10000, scales=(1.0,), nms_radius=6)
         assert len(model.detect(image, wider)[0]) < len(single[0])
+        edge_test = model.default_settings(max_keypoints=10000, scales=(1.0,), edge_ratio=10.0)
+        assert len(model.detect(image, edge_test)[0]) < len(single[0])
     with pytest.raises(dataclasses.FrozenInstanceError):
         model.default_settings().max_keypoints = 3
     assert len(many) > 7

@@ -42,9 +42,12 @@ def eval_features(args) -> int:
         from .. import models
         from ..core.paths import resolve_weights
         weights = resolve_weights("lift", args.weights or "")
+        detection = {name: value for name, value in (("score_smoothing", args.score_smoothing),
+                                                     ("edge_ratio", args.edge_ratio))
+                     if value is not None}
         extractors.append(LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
-                                        args.max_keypoints))
-        print(f"LIFT weights: {weights}")
+                                        args.max_keypoints, **detection))
+        print(f"LIFT weights: {weights}" + "".join(f", {k} {v}" for k, v in detection.items()))
     extractors += [OpenCVExtractor("SIFT", args.max_keypoints),
                    OpenCVExtractor("ORB", args.max_keypoints)]
     result = evaluate_features(args.pairs or [], extractors, args.threshold,
@@ -188,6 +191,12 @@ def register(verbs) -> None:
     e.add_argument("--weights", help="LIFT checkpoint (default: the shipped one)")
     e.add_argument("--max-keypoints", type=int, default=1000, help="budget for every method")
     e.add_argument("--threshold", type=float, default=3.0, help="correctness threshold (px)")
+    e.add_argument("--score-smoothing", type=float,
+                   help="LIFT detection: Gaussian sigma on each level's score map (default: the "
+                   "weights' config, off)")
+    e.add_argument("--edge-ratio", type=float,
+                   help="LIFT detection: drop maxima on ridges of the score (default: the "
+                   "weights' config, off)")
     e.add_argument("--no-lift", action="store_true", help="baselines only")
     e.add_argument("--json", help="also write every number here")
     e.add_argument("--threads", type=int, help="torch CPU threads (default: torch's)")

@@ -79,11 +79,12 @@ class OpenCVExtractor(Extractor):
 
 
 class LIFTExtractor(Extractor):
-    def __init__(self, model, device: torch.device, max_keypoints: int):
+    def __init__(self, model, device: torch.device, max_keypoints: int, **detection):
+        """`detection`: further DetectionSettings fields (e.g. edge_ratio) for every image."""
         self.name = "LIFT"
         self.model = model.to(device).eval()
         self.device = device
-        self.settings = self.model.default_settings(max_keypoints=max_keypoints)
+        self.settings = self.model.default_settings(max_keypoints=max_keypoints, **detection)
 
     def __call__(self, gray):
         with torch.inference_mode():

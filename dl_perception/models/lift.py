@@ -58,6 +58,11 @@ class LIFTConfig:
     nms_radius: int = 3  # pixels of the pyramid level
     min_contrast: float = 0.01  # local std (0..1 intensities) below which nothing is detected
     border: int = 8  # pixels of the input image kept free of keypoints
+    # opt-in (docs/lift.md): each level's score map smoothed (Gaussian sigma, level pixels)
+    # before its maxima are taken, and maxima on ridges dropped (ratio of the score's principal
+    # curvatures above edge_ratio): better-localised but fewer keypoints; 0 = off
+    score_smoothing: float = 0.0
+    edge_ratio: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,8 @@ class DetectionSettings:
     scales: tuple
     min_contrast: float
     border: int
+    score_smoothing: float
+    edge_ratio: float
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,6 +261,17 @@ def box_max(x: torch.Tensor, window: int) -> torch.Tensor:
     return F.max_pool2d(F.max_pool2d(x, (1, window), 1, (0, half)), (window, 1), 1, (half, 0))
 
 
+def gaussian_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of BxCxHxW maps (replicated borders, same size)."""
+    radius = max(1, int(math.ceil(3 * sigma)))
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-taps ** 2 / (2 * sigma * sigma))
+    kernel = (kernel / kernel.sum()).repeat(x.shape[1], 1, 1, 1)  # C x 1 x 1 x K
+    x = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="replicate"), kernel, groups=x.shape[1])
+    return F.conv2d(F.pad(x, (0, 0, radius, radius), mode="replicate"),
+                    kernel.transpose(2, 3), groups=x.shape[1])
+
+
 def l2_pool(x: torch.Tensor, kernel: int) -> torch.Tensor:
     return torch.sqrt(F.avg_pool2d(x * x, kernel) * (kernel * kernel) + 1e-8)
 
@@ -329,6 +347,23 @@ def _subpixel(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor):
     return sub_x, sub_y
 
 
+def _is_peak(score: torch.Tensor, yy: torch.Tensor, xx: torch.Tensor, ratio: float) -> torch.Tensor:
+    """True where the maximum at (yy, xx) is a peak rather than a point on a ridge: the score's
+    Hessian there (finite differences) has a ratio of principal curvatures below `ratio`, the
+    test SIFT applies to its difference of Gaussians. Along a ridge a maximum can sit anywhere,
+    so it moves between views. Maxima next to masked (-inf) pixels pass."""
+    height, width = score.shape
+    ym, yp = (yy - 1).clamp(0, height - 1), (yy + 1).clamp(0, height - 1)
+    xm, xp = (xx - 1).clamp(0, width - 1), (xx + 1).clamp(0, width - 1)
+    centre = score[yy, xx]
+    dxx = score[yy, xp] - 2 * centre + score[yy, xm]
+    dyy = score[yp, xx] - 2 * centre + score[ym, xx]
+    dxy = (score[yp, xp] - score[yp, xm] - score[ym, xp] + score[ym, xm]) / 4
+    trace, det = dxx + dyy, dxx * dyy - dxy * dxy
+    peak = (det > 0) & (trace * trace < (ratio + 1) ** 2 / ratio * det)
+    return peak | ~torch.isfinite(trace * trace + det)
+
+
 class LIFT(PerceptionModel):
     name = "lift"
     Config = LIFTConfig
@@ -344,7 +379,8 @@ class LIFT(PerceptionModel):
                      "descriptor_channels": (1, 1024), "descriptor_dim": (1, 4096),
                      "scales": (1 / 64, 64.0), "max_keypoints": (1, 100_000),
                      "score_threshold": (-1e6, 1e6), "nms_radius": (0, 64),
-                     "min_contrast": (0.0, 1.0), "border": (0, 1024)}
+                     "min_contrast": (0.0, 1.0), "border": (0, 1024),
+                     "score_smoothing": (0.0, 10.0), "edge_ratio": (0.0, 1e3)}
     batchable = False
     presets = {
         # CPU default: smaller detector kernel and descriptor/orientation widths, four octaves
@@ -366,7 +402,9 @@ class LIFT(PerceptionModel):
         return DetectionSettings(**{
             "max_keypoints": config.max_keypoints, "score_threshold": config.score_threshold,
             "nms_radius": config.nms_radius, "scales": tuple(config.scales),
-            "min_contrast": config.min_contrast, "border": config.border, **changes})
+            "min_contrast": config.min_contrast, "border": config.border,
+            "score_smoothing": config.score_smoothing, "edge_ratio": config.edge_ratio,
+            **changes})
 
     # --- preprocessing ------------------------------------------------------------------------
 
@@ -432,7 +470,10 @@ class LIFT(PerceptionModel):
                 break
             level = image if (h, w) == (height, width) else F.interpolate(
                 image, size=(h, w), mode="bilinear", align_corners=False, antialias=factor > 1)
-            score = self.score_map(level)[0, 0]
+            score = self.score_map(level)
+            if s.score_smoothing > 0:
+                score = gaussian_blur(score, s.score_smoothing)
+            score = score[0, 0]
             # no keypoints where the image is (locally) flat: black, saturated, textureless
             window = max(3, int(round(2 * self.config.detector_sigma)) * 2 + 1)
             mean, mean_sq = box_mean(torch.cat([level, level * level], dim=1), window)[0]
@@ -463,6 +504,9 @@ class LIFT(PerceptionModel):
                     & (xs >= border_x) & (xs < w - border_x)
                     & (ys >= border_y) & (ys < h - border_y))
             yy, xx = torch.nonzero(keep, as_tuple=True)
+            if s.edge_ratio > 0:
+                peak = _is_peak(score, yy, xx, s.edge_ratio)
+                yy, xx = yy[peak], xx[peak]
             if len(yy) == 0:
                 continue
             sub_x, sub_y = _subpixel(score, yy, xx)

@@ -73,6 +73,10 @@ class LIFTProcessor(FrameProcessor):
         Param("score_threshold", 0.0, "minimum detector score", low=-1e6, high=1e6),
         Param("nms_radius", 3, "non-maximum suppression radius (pixels of each scale level)",
               low=1, high=64),
+        Param("score_smoothing", 0.0, "Gaussian sigma (pixels of each scale level) applied to the "
+              "score map before its maxima are taken, 0 = none", low=0.0, high=10.0),
+        Param("edge_ratio", 0.0, "maxima on a ridge of the score (ratio of its principal "
+              "curvatures above this) are dropped, 0 = keep all", low=0.0, high=1000.0),
         Param("scales", [2 ** (i / 2) for i in range(-2, 7)],
               "image downsampling factors the detector runs at (keypoint sigma = 2 px x factor)",
               validator=_positive_list),
@@ -94,7 +98,8 @@ class LIFTProcessor(FrameProcessor):
         return DetectionSettings(
             max_keypoints=self.param("max_keypoints"), score_threshold=self.param("score_threshold"),
             nms_radius=self.param("nms_radius"), scales=tuple(self.param("scales")),
-            min_contrast=self.model.config.min_contrast, border=self.model.config.border)
+            min_contrast=self.model.config.min_contrast, border=self.model.config.border,
+            score_smoothing=self.param("score_smoothing"), edge_ratio=self.param("edge_ratio"))
 
     def forward_arguments(self) -> dict:
         arguments = {"settings": self.settings()}
