@@ -45,6 +45,9 @@ def eval_features(args) -> int:
         detection = {name: value for name, value in (("score_smoothing", args.score_smoothing),
                                                      ("edge_ratio", args.edge_ratio))
                      if value is not None}
+        for name, value in detection.items():
+            if not value >= 0:
+                raise SystemExit(f"error: --{name.replace('_', '-')} must be >= 0 (0 = off), got {value}")
         extractors.append(LIFTExtractor(models.load(weights, expected="lift"), device_of(args),
                                         args.max_keypoints, **detection))
         print(f"LIFT weights: {weights}" + "".join(f", {k} {v}" for k, v in detection.items()))
