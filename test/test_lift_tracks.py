@@ -9,8 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from dl_perception.datasets.strecha import (View, build_tracks, epipolar_distance,
-                                            fundamental_matrix, project, read_scene)
+from dl_perception.datasets.strecha import (Tracks, View, build_tracks, epipolar_distance,
+                                            fundamental_matrix, project, read_scene,
+                                            sparse_depth)
 from dl_perception.training.lift import LIFTTrainConfig, SceneSet
 
 sys.path.insert(0, os.path.dirname(__file__))
@@ -78,6 +79,31 @@ def test_tracks_of_a_known_plane_lie_on_it_and_reproject(tmp_path):
     assert np.all(tracks.sigma > 0)
     assert np.median(epipolar_distance(fundamental_matrix(views[0], views[2]),
                                        tracks.xy[index_a], tracks.xy[index_b])) < 1e-6
+    # sparse depth for depth training: the plane's true depth along the optical axis
+    depth = sparse_depth(views[1], tracks, 1, (HEIGHT, WIDTH), radius=2)
+    v, u = np.nonzero(np.isfinite(depth))
+    assert 0.05 < len(u) / depth.size < 0.9
+    rays = np.linalg.inv(views[1].K) @ np.stack([u, v, np.ones_like(u)]).astype(float)
+    centre = -views[1].R.T @ views[1].t
+    true = (PLANE_Z - centre[2]) / (views[1].R.T @ rays)[2]  # rays have z = 1 in the camera
+    assert np.percentile(np.abs(depth[v, u] / true - 1), 95) < 0.01
+
+
+def test_sparse_depth_keeps_the_nearest_point_where_discs_overlap():
+    K = np.array([[100.0, 0, 19.3], [0, 100.0, 14.2], [0, 0, 1]])
+    R = cv2.Rodrigues(np.array([0.0, 0.3, 0.0]))[0]
+    view = View("v", "", K, R, np.array([0.0, 0.0, 1.0]))
+    points = np.array([[0.0, 0.0, 3.0], [0.04, 0.0, 1.0]]) @ R  # camera (0, 0, 4), (0.04, 0, 2)
+    xy, z = project(view, points)
+    tracks = Tracks(points, np.array([0, 1]), np.array([0, 0]), xy, np.ones(2), np.zeros(2),
+                    np.ones(2, bool))
+    depth = sparse_depth(view, tracks, 0, (30, 40), radius=3)
+    np.testing.assert_allclose(z, [4.0, 2.0])
+    x0, y0 = np.round(xy[0]).astype(int)
+    x1, y1 = np.round(xy[1]).astype(int)
+    assert depth[y1, x1] == np.float32(2.0) and depth[y0, x0 - 3] == np.float32(4.0)
+    assert depth[y0, x0] == np.float32(2.0)  # the nearer disc covers the farther point
+    assert np.isnan(depth[0, 0]) and np.isfinite(depth).sum() < 60
 
 
 def test_scene_pairs_for_training(tmp_path):

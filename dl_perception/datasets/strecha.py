@@ -271,3 +271,18 @@ def build_tracks(views: list[View], max_gap: int = 3, features: int = 4000,
         log(f"{len(points)} tracks, {len(observations)} observations "
             f"({added} added by re-projection) in {len(views)} views")
     return Tracks(points, track, view_index, xy, sigma, angle, detected)
+
+
+def sparse_depth(view: View, tracks: Tracks, index: int, shape: tuple[int, int],
+                 radius: int = 4) -> np.ndarray:
+    """Depth along the optical axis (m, float32, NaN = none) of every track observed in view
+    `index` of its scene, each drawn as a disc of `radius` pixels around the observation; where
+    discs overlap the nearest point wins (a point seen in front hides what lies behind)."""
+    mine = tracks.view == index
+    depth = (tracks.points[tracks.track[mine]] @ view.R.T + view.t)[:, 2]
+    image = np.full(shape, np.nan, np.float32)
+    for point in np.argsort(-depth):  # far first, so the nearest of an overlap is drawn last
+        if depth[point] > 0:
+            x, y = (int(round(v)) for v in tracks.xy[mine][point])
+            cv2.circle(image, (x, y), radius, float(depth[point]), -1)
+    return image
