@@ -123,6 +123,19 @@ def _posed_folder(root):
     return str(root)
 
 
+def _sparse_folder(root, frames=10):
+    """NYU-style rgb/ + depth/ with metric depth at a sparse grid of points (0 = none)."""
+    (root / "rgb").mkdir(parents=True)
+    (root / "depth").mkdir()
+    for i in range(frames):
+        image = (textured(60, 80, seed=10 + i)[0].permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        cv2.imwrite(str(root / "rgb" / f"{i:04d}.png"), image)
+        depth = np.zeros((60, 80), np.uint16)
+        depth[::6, ::6] = 2000 + 100 * i  # millimetres
+        cv2.imwrite(str(root / "depth" / f"{i:04d}.png"), depth)
+    return str(root)
+
+
 def test_train_mixes_simulator_video_and_posed_images_and_resumes(tmp_path):
     from test_depth_cli import ground_and_box_sequence
 
@@ -130,8 +143,9 @@ def test_train_mixes_simulator_video_and_posed_images_and_resumes(tmp_path):
     sim = ground_and_box_sequence(tmp_path / "sim" / "world_5", 5, frames=10)
     video = _video_folder(tmp_path / "video")
     posed = _posed_folder(tmp_path / "posed")
+    sparse = _sparse_folder(tmp_path / "sparse")
     out = str(tmp_path / "mixed.safetensors")
-    args = ["train", "depth", "--data", sim, "--video", video, "--posed", posed,
+    args = ["train", "depth", "--data", sim, "--video", video, "--posed", posed, "--sparse", sparse,
             "--posed-val-scenes", "wall-B", "--out", out, "--coarse-epochs", "1",
             "--fine-epochs", "1", "--batch-size", "4", "--real-batch", "2", "--optimizer",
             "adam", "--adam-lr", "1e-3", "--device", "cpu"]
@@ -141,12 +155,15 @@ def test_train_mixes_simulator_video_and_posed_images_and_resumes(tmp_path):
     assert first.returncode == 0, first.stdout + first.stderr
     assert "video_photometric" in first.stdout and "val_posed_photometric" in first.stdout
     assert "assumed fx = 0.8 * width" in first.stdout
+    assert "sparse real depth: 10 images from 1 folder(s), 9 train / 1 validation" in first.stdout
+    assert "sparse_scale_invariant" in first.stdout
     with open(out + ".history.csv") as handle:
         rows = list(csv.DictReader(handle))
     assert len(rows) == 1 and float(rows[0]["val_posed_photometric"]) < 0.5
+    assert 0 < float(rows[0]["val_sparse_abs_rel"]) < 10  # measured on the held-out image
     assert os.path.isfile(out + ".resume.pt") and os.path.isfile(out + ".loss.png")
     info = load_checkpoint(out, expected_model="depth").info
-    assert info["video"] == [video] and info["posed"] == [posed]
+    assert info["video"] == [video] and info["posed"] == [posed] and info["sparse"] == [sparse]
     # the same command again with --resume: the coarse stage is done, nothing is retrained
     again = subprocess.run([CLI, *args, "--stages", "coarse", "--resume"], capture_output=True,
                            text=True, env=env, timeout=600)
@@ -162,6 +179,7 @@ def test_selection_and_heldout_scores(tmp_path):
 
     metrics = {"abs_rel": 0.1, "val_posed_photometric": 0.2}
     assert selection_score(metrics) == pytest.approx(0.3)
+    assert selection_score({**metrics, "val_sparse_abs_rel": 0.05}) == pytest.approx(0.35)
     assert selection_score(metrics, "simulator") == pytest.approx(0.1)
     with pytest.raises(ValueError, match="unknown selection"):
         selection_score(metrics, "validation")

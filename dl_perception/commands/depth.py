@@ -17,7 +17,8 @@ def train(args) -> int:
         raise ValueError(f"--stages takes coarse, fine or coarse,fine (got '{args.stages}')")
     model = train_depth(args.data, args.out, DepthTrainConfig(**overrides), device_of(args),
                         fmt=args.format, init_weights=args.init, stages=stages,
-                        video_dirs=args.video, posed_dirs=args.posed, resume=args.resume)
+                        video_dirs=args.video, posed_dirs=args.posed, resume=args.resume,
+                        sparse_dirs=args.sparse)
     info = model.checkpoint_info
     print(f"wrote {args.out}: {info.get('stack')} stack epoch {info.get('epoch')}, "
           f"validation {info.get('validation')}")
@@ -84,9 +85,13 @@ def register(verbs) -> None:
                    "self-supervised reprojection loss with a learnt pose network")
     t.add_argument("--posed", nargs="+", help="folder(s) of <scene>/cameras.csv + images/ (known "
                    "cameras, e.g. strecha_mvs): reprojection loss with the true poses")
+    t.add_argument("--sparse", nargs="+", help="dataset folder(s) of real images with sparse "
+                   "metric depth (e.g. scripts/make_strecha_depth.py): --real-batch of them "
+                   "join every step (scale-invariant loss)")
     t.add_argument("--select-on", dest="select_on", choices=("combined", "simulator"),
                    help="checkpoint choice per stack: combined (default: simulator validation "
-                        "abs rel + held-out posed photometric error) or simulator (abs rel)")
+                        "abs rel + held-out posed photometric error + held-out sparse-depth "
+                        "median-scaled abs rel) or simulator (abs rel)")
     t.add_argument("--resume", action="store_true",
                    help="continue a killed run from OUT.resume.pt (same arguments)")
     t.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), coarse or fine")
@@ -101,7 +106,8 @@ def register(verbs) -> None:
                        ("seed", int), ("grey_probability", float), ("real_batch", int),
                        ("video_weight", float), ("video_offset", int),
                        ("video_focal_ratio", float), ("posed_weight", float),
-                       ("posed_val_scenes", str), ("pose_lr", float)):
+                       ("posed_val_scenes", str), ("pose_lr", float),
+                       ("sparse_weight", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     add_device_arg(t)
     t.set_defaults(func=train)

@@ -55,6 +55,7 @@ class DepthTrainConfig:
     posed_weight: float = 1.0  # reprojection loss on multi-view images with known cameras
     posed_val_scenes: str = "entry-P10"  # comma-separated scenes held out for validation
     pose_lr: float = 1e-4  # Adam rate of the pose network
+    sparse_weight: float = 1.0  # scale-invariant loss on real images with sparse metric depth
     select_on: str = "combined"  # checkpoint choice: combined (below) or simulator (abs rel)
 
 
@@ -213,8 +214,10 @@ def _schedule(optimizer: torch.optim.Optimizer, name: str, total_steps: int):
 
 
 def validation_errors(model: EigenDepth, data: DepthData, indices: list[int], output: str,
-                      device: torch.device, batch_size: int = 64) -> dict:
-    """Errors at the output grid on centre crops (no augmentation), averaged over images."""
+                      device: torch.device, batch_size: int = 64,
+                      median_scaled: bool = False) -> dict:
+    """Errors at the output grid on centre crops (no augmentation), averaged over images; raw
+    or after per-image median scaling."""
     from ..evaluation.metrics import DepthErrorMeans
 
     model.eval()
@@ -225,9 +228,9 @@ def validation_errors(model: EigenDepth, data: DepthData, indices: list[int], ou
             log_depth = model(images.to(device), fine=output == "log_depth")[output].float().cpu()
             for prediction, target in zip(torch.exp(log_depth).numpy(), targets.numpy()):
                 means.add(prediction[0], target[0])
-    summary = means.summary()
-    return {k: summary["raw"][k] for k in ("abs_rel", "delta_1", "rmse", "si_rmse_log")} \
-        if summary["raw"] else {}
+    summary = means.summary()["median_scaled" if median_scaled else "raw"]
+    return {k: summary[k] for k in ("abs_rel", "delta_1", "rmse", "si_rmse_log")} \
+        if summary else {}
 
 
 def _mean_log_depth(data: DepthData, indices: list[int]) -> float:
@@ -240,14 +243,30 @@ def _mean_log_depth(data: DepthData, indices: list[int]) -> float:
     return float(values.mean()) if values.size else 0.0
 
 
+class SparseDepthData(DepthData):
+    """Real images with sparse metric depth (`--sparse`, e.g. scripts/make_strecha_depth.py):
+    too few to matter among thousands of simulator frames, so every step draws its own batch of
+    them; the last `val_fraction` of each folder is held out."""
+
+    def __init__(self, folders: list[str], model: EigenDepth, val_fraction: float, log=print):
+        samples, _ = collect_samples(folders, "auto")
+        super().__init__(samples, model, log=log)
+        self.train, self.val = split_by_source(samples, val_fraction)
+        log(f"sparse real depth: {len(samples)} images from {len(folders)} folder(s), "
+            f"{len(self.train)} train / {len(self.val)} validation")
+
+
 class RealSupervision:
-    """The self-supervised part of a training step: reprojection losses on real video (learnt
-    pose) and on multi-view images with known cameras, each weighted as the config says."""
+    """The real-image part of a training step: reprojection losses on real video (learnt pose)
+    and on multi-view images with known cameras, and the scale-invariant loss on real images
+    with sparse metric depth, each weighted as the config says."""
 
     def __init__(self, model: EigenDepth, cfg: DepthTrainConfig, video_dirs, posed_dirs,
-                 device: torch.device, log=print):
+                 device: torch.device, log=print, sparse_dirs=()):
         from .depth_selfsup import PosedData, PoseNetwork, VideoData
         self.model, self.cfg, self.device = model, cfg, device
+        self.sparse = SparseDepthData(list(sparse_dirs), model, cfg.val_fraction, log=log) \
+            if sparse_dirs else None
         self.video = VideoData(video_dirs, model, cfg.video_offset, cfg.video_focal_ratio,
                                log=log) if video_dirs else None
         self.posed = PosedData(posed_dirs, model, tuple(
@@ -255,7 +274,7 @@ class RealSupervision:
         self.pose_network = PoseNetwork().to(device) if self.video else None
 
     def __bool__(self) -> bool:
-        return bool(self.video or self.posed)
+        return bool(self.video or self.posed or self.sparse)
 
     def _depth(self, images: torch.Tensor, output: str) -> torch.Tensor:
         from .depth_selfsup import upsample_depth
@@ -277,8 +296,20 @@ class RealSupervision:
             target.to(self.device), [s.to(self.device) for s in sources],
             self._depth(target, output), [p.to(self.device) for p in poses], K.to(self.device))
 
+    def _sparse_loss(self, targets, rng, output: str) -> dict:
+        images, depths = self.sparse.batch(targets, rng, self.cfg)
+        log_depth = self.model(images.to(self.device), fine=output == "log_depth")[output]
+        loss = scale_invariant_loss(log_depth, depths.to(self.device), self.cfg.loss_lambda)
+        return {"loss": loss, "scale_invariant": loss}
+
     def loss(self, rng: np.random.Generator, output: str) -> tuple[torch.Tensor, dict]:
         total, parts = 0.0, {}
+        if self.sparse is not None and self.cfg.sparse_weight > 0 and self.sparse.train:
+            targets = rng.choice(self.sparse.train, replace=False,
+                                 size=min(self.cfg.real_batch, len(self.sparse.train)))
+            result = self._sparse_loss(targets, rng, output)
+            total = total + self.cfg.sparse_weight * result["loss"]
+            parts["sparse_scale_invariant"] = float(result["loss"].detach())
         for name, data, weight, compute in (
                 ("video", self.video, self.cfg.video_weight, self._video_loss),
                 ("posed", self.posed, self.cfg.posed_weight, self._posed_loss)):
@@ -292,8 +323,13 @@ class RealSupervision:
         return total, parts
 
     def validation(self, output: str, limit: int = 64) -> dict:
-        """Mean photometric error on the held-out real frames (lower is better)."""
+        """Mean photometric error on the held-out real frames and the median-scaled abs rel of
+        the held-out sparse-depth images (lower is better)."""
         metrics = {}
+        if self.sparse is not None and self.sparse.val:
+            metrics["val_sparse_abs_rel"] = validation_errors(
+                self.model, self.sparse, self.sparse.val, output, self.device,
+                median_scaled=True)["abs_rel"]
         with torch.inference_mode():
             for name, data, compute in (("video", self.video, self._video_loss),
                                         ("posed", self.posed, self._posed_loss)):
@@ -308,19 +344,21 @@ class RealSupervision:
 
 def selection_score(metrics: dict, select_on: str = "combined") -> float:
     """What the checkpoint keeps the best of: the simulator validation frames' abs rel plus
-    (`combined`) the held-out real frames' photometric error with known poses (both lower is
-    better), or (`simulator`) the abs rel alone."""
+    (`combined`) the held-out real frames' photometric error with known poses and the held-out
+    sparse-depth images' median-scaled abs rel (all lower is better), or (`simulator`) the abs
+    rel alone."""
     if select_on not in ("combined", "simulator"):
         raise ValueError(f"unknown selection '{select_on}' (combined or simulator)")
-    posed = metrics.get("val_posed_photometric", 0.0) if select_on == "combined" else 0.0
-    return metrics.get("abs_rel", 0.0) + posed
+    real = metrics.get("val_posed_photometric", 0.0) + metrics.get("val_sparse_abs_rel", 0.0) \
+        if select_on == "combined" else 0.0
+    return metrics.get("abs_rel", 0.0) + real
 
 
 def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, device: torch.device,
                 fmt: str = "auto", init_weights: str | None = None,
                 stages: tuple[str, ...] = ("coarse", "fine"), log=print,
                 video_dirs: list[str] | None = None, posed_dirs: list[str] | None = None,
-                resume: bool = False) -> EigenDepth:
+                resume: bool = False, sparse_dirs: list[str] | None = None) -> EigenDepth:
     from torch import nn
 
     from ..core.progress import progress
@@ -341,7 +379,8 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
         f"{model.config.input_size[1]}, output {model.output_width}x{model.output_height}, "
         f"device {device}")
     data = DepthData(samples, model, log=log)
-    real = RealSupervision(model, cfg, video_dirs or [], posed_dirs or [], device, log=log)
+    real = RealSupervision(model, cfg, video_dirs or [], posed_dirs or [], device, log=log,
+                           sparse_dirs=sparse_dirs or [])
     if not init_weights:  # start the coarse output at the data's mean log depth
         mean_log = _mean_log_depth(data, train_idx)
         with torch.no_grad():
@@ -356,7 +395,8 @@ def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, d
     trained_modules = nn.ModuleDict({"depth": model, **(
         {"pose": real.pose_network} if real.pose_network is not None else {})})
     info_base = {"trained_on": sources, "frames": len(samples), "train_config": asdict(cfg),
-                 "video": list(video_dirs or []), "posed": list(posed_dirs or [])}
+                 "video": list(video_dirs or []), "posed": list(posed_dirs or []),
+                 "sparse": list(sparse_dirs or [])}
     history: list[dict] = []  # the checkpoint's: {"stack": name, "epoch": stage epoch, ...}
 
     def history_of(rows) -> list[dict]:
