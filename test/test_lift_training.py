@@ -12,10 +12,11 @@ import torch
 
 from dl_perception.datasets.sequence import read_sequence
 from dl_perception.training.common import TrainingDataError
-from dl_perception.training.lift import (LIFTTrainConfig, PairSource, apply_homography,
-                                         classification_loss, descriptor_loss, homography_pair,
-                                         local_similarity, overlap_loss, pair_points,
-                                         sequence_pair)
+from dl_perception.models.lift import LIFT
+from dl_perception.training.lift import (LIFTTrainConfig, PairBank, PairSource, apply_homography,
+                                         classification_loss, descriptor_loss, descriptor_step,
+                                         homography_pair, local_similarity, overlap_loss,
+                                         pair_points, sequence_pair)
 
 sys.path.insert(0, os.path.dirname(__file__))
 from scenes import PlanesScene, texture  # noqa: E402
@@ -94,6 +95,30 @@ def test_losses():
     assert overlap_loss(points, points + 20.0, 4.0).item() > 1.0
     assert classification_loss([torch.tensor([2.0])], torch.tensor([-2.0])).item() == 0.0
     assert classification_loss([torch.tensor([0.0])], torch.tensor([0.0])).item() == pytest.approx(1.0)
+
+
+def test_descriptor_step_at_learned_orientations_needs_no_known_rotation(tmp_path):
+    """`descriptor_orientation: learned` crops both patches at the orientation network's angles
+    (as at run time): the known rotation of the pair plays no part; with `known` it does."""
+    from dataclasses import replace
+    images = tmp_path / "images"
+    images.mkdir()
+    cv2.imwrite(str(images / "0.png"), texture(0, 300))
+    cfg = LIFTTrainConfig(image_size=[160, 120])
+    rng = np.random.default_rng(0)
+    bank = PairBank(PairSource([str(images)], [], cfg, rng), 1, cfg, rng, torch.device("cpu"), 4)
+    batch = bank.sample(16)
+    wrong = {**batch, "rotation": batch["rotation"] + 1.0}
+    model = LIFT(LIFT.make_config("cpu"))
+
+    def loss(config, sample):
+        return descriptor_step(model, bank, sample, config, torch.Generator().manual_seed(0))[0]
+    learned = replace(cfg, descriptor_orientation="learned")
+    assert torch.isfinite(loss(learned, batch))
+    assert torch.equal(loss(learned, batch), loss(learned, wrong))
+    assert not torch.equal(loss(cfg, batch), loss(cfg, wrong))
+    with pytest.raises(ValueError, match="known' or 'learned"):
+        loss(replace(cfg, descriptor_orientation="sift"), batch)
 
 
 def test_train_command_end_to_end(tmp_path):

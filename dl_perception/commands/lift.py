@@ -266,5 +266,9 @@ def register(verbs) -> None:
                        ("alpha_classification", float), ("alpha_overlap", float),
                        ("alpha_pair", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
+    t.add_argument("--descriptor-orientation", dest="descriptor_orientation",
+                   choices=("known", "learned"),
+                   help="descriptor patches at the known rotation (default, the paper's) or at "
+                        "the orientation network's angles (fine-tuning to its real errors)")
     add_device_arg(t)
     t.set_defaults(func=train)

@@ -56,6 +56,9 @@ class LIFTTrainConfig:
     batch_size: int = 64
     learning_rate: float = 1e-3
     margin: float = 1.0  # descriptor hinge: non-corresponding pairs at least this far apart
+    # descriptor patches turned by the known rotation ("known", the paper's) or, to fine-tune a
+    # descriptor to the orientation network's real errors, by that network's angles ("learned")
+    descriptor_orientation: str = "known"
     alpha_classification: float = 1.0
     alpha_overlap: float = 1.0
     alpha_pair: float = 1.0
@@ -635,13 +638,22 @@ def _same_point(batch: dict) -> torch.Tensor:
 def descriptor_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig,
                     rng: torch.Generator | None = None):
     n = len(batch["pair"])
-    base = (torch.rand(n, generator=rng, device=batch["sigma_a"].device) * 2 - 1) * math.pi
+    device = batch["sigma_a"].device
     # the imprecision of run-time keypoints: scale quantised to the pyramid's sqrt(2) steps,
     # position to about a pixel of the level, orientation to a few degrees
-    sigma_b = batch["sigma_b"] * 2.0 ** ((torch.rand(n, generator=rng, device=base.device) - 0.5) / 2)
+    sigma_b = batch["sigma_b"] * 2.0 ** ((torch.rand(n, generator=rng, device=device) - 0.5) / 2)
     point_b = batch["point_b"] + 0.1 * sigma_b[:, None] * torch.randn(
-        n, 2, generator=rng, device=base.device)
-    angle_b = base + batch["rotation"] + 0.1 * torch.randn(n, generator=rng, device=base.device)
+        n, 2, generator=rng, device=device)
+    if cfg.descriptor_orientation == "learned":  # as at run time
+        with torch.no_grad():
+            base = model.orient(bank.pyramid_a, batch["point_a"], batch["sigma_a"], batch["pair"])
+            angle_b = model.orient(bank.pyramid_b, point_b, sigma_b, batch["pair"])
+    elif cfg.descriptor_orientation == "known":
+        base = (torch.rand(n, generator=rng, device=device) * 2 - 1) * math.pi
+        angle_b = base + batch["rotation"] + 0.1 * torch.randn(n, generator=rng, device=device)
+    else:
+        raise ValueError(f"descriptor_orientation is 'known' or 'learned', got "
+                         f"'{cfg.descriptor_orientation}'")
     anchor = model.describe(bank.pyramid_a, batch["point_a"], batch["sigma_a"], base,
                             batch["pair"])
     positive = model.describe(bank.pyramid_b, point_b, sigma_b, angle_b, batch["pair"])
