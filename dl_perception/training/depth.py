@@ -296,20 +296,19 @@ class RealSupervision:
             target.to(self.device), [s.to(self.device) for s in sources],
             self._depth(target, output), [p.to(self.device) for p in poses], K.to(self.device))
 
-    def _sparse_loss(self, targets, rng, output: str) -> dict:
+    def _sparse_loss(self, targets, rng, output: str) -> torch.Tensor:
         images, depths = self.sparse.batch(targets, rng, self.cfg)
         log_depth = self.model(images.to(self.device), fine=output == "log_depth")[output]
-        loss = scale_invariant_loss(log_depth, depths.to(self.device), self.cfg.loss_lambda)
-        return {"loss": loss, "scale_invariant": loss}
+        return scale_invariant_loss(log_depth, depths.to(self.device), self.cfg.loss_lambda)
 
     def loss(self, rng: np.random.Generator, output: str) -> tuple[torch.Tensor, dict]:
         total, parts = 0.0, {}
         if self.sparse is not None and self.cfg.sparse_weight > 0 and self.sparse.train:
             targets = rng.choice(self.sparse.train, replace=False,
                                  size=min(self.cfg.real_batch, len(self.sparse.train)))
-            result = self._sparse_loss(targets, rng, output)
-            total = total + self.cfg.sparse_weight * result["loss"]
-            parts["sparse_scale_invariant"] = float(result["loss"].detach())
+            sparse = self._sparse_loss(targets, rng, output)
+            total = total + self.cfg.sparse_weight * sparse
+            parts["sparse_scale_invariant"] = float(sparse.detach())
         for name, data, weight, compute in (
                 ("video", self.video, self.cfg.video_weight, self._video_loss),
                 ("posed", self.posed, self.cfg.posed_weight, self._posed_loss)):
@@ -327,9 +326,10 @@ class RealSupervision:
         the held-out sparse-depth images (lower is better)."""
         metrics = {}
         if self.sparse is not None and self.sparse.val:
-            metrics["val_sparse_abs_rel"] = validation_errors(
-                self.model, self.sparse, self.sparse.val, output, self.device,
-                median_scaled=True)["abs_rel"]
+            errors = validation_errors(self.model, self.sparse, self.sparse.val, output,
+                                       self.device, median_scaled=True)
+            if errors:  # none when no held-out image has a target inside the crop
+                metrics["val_sparse_abs_rel"] = errors["abs_rel"]
         with torch.inference_mode():
             for name, data, compute in (("video", self.video, self._video_loss),
                                         ("posed", self.posed, self._posed_loss)):
