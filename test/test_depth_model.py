@@ -1,5 +1,7 @@
 """The Eigen et al. 2014 network: layer sizes of the paper's configurations, the training step of
 each stack, the scale-invariant loss, and images of any size and aspect in and out."""
+import os
+
 import numpy as np
 import pytest
 import torch
@@ -208,6 +210,10 @@ def test_shipped_weights_load_and_predict():
     model = EigenDepth.from_checkpoint(resolve_weights("depth", "")).eval()
     assert model.config.input_size == [160, 120]
     assert model.checkpoint_info["validation"]["abs_rel"] < 0.2
+    # real metric depth took part (docs/depth.md, S5): four Strecha training scenes, never
+    # fountain-P11 (LIFT's held-out scene) nor entry-P10 (the held-out real selection scene)
+    sparse = [os.path.basename(path) for path in model.checkpoint_info["sparse"]]
+    assert sorted(sparse) == ["Herz-Jesus-P25", "Herz-Jesus-P8", "castle-P19", "castle-P30"]
     rgb = np.random.default_rng(0).integers(0, 256, (240, 320, 3), dtype=np.uint8)
     depth = model.predict_image(DecodedImage(rgb, "rgb8"), torch.device("cpu"))
     assert depth.shape == (240, 320) and np.isfinite(depth).all()
