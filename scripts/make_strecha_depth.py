@@ -16,9 +16,8 @@ import cv2
 import numpy as np
 
 from dl_perception.datasets.strecha import sparse_depth
-from dl_perception.training.lift import SceneSet
-
-HELD_OUT = "fountain-P11"
+from dl_perception.training.common import TrainingDataError
+from dl_perception.training.lift import SceneSet, refuse_validation_data
 
 
 def main() -> None:
@@ -28,8 +27,11 @@ def main() -> None:
     parser.add_argument("--track-cache", help="folder of the scenes' tracks (built if missing)")
     parser.add_argument("--radius", type=int, default=4, help="disc radius in pixels (default 4)")
     args = parser.parse_args()
-    if any(os.path.basename(os.path.normpath(s)) == HELD_OUT for s in args.scenes):
-        raise SystemExit(f"{HELD_OUT} is held out for validation; leave it out of --scenes")
+    try:
+        for scene in args.scenes:
+            refuse_validation_data(scene)  # fountain-P11, LIFT's held-out scene
+    except TrainingDataError as error:
+        raise SystemExit(str(error))
     for name, views, tracks in SceneSet(args.scenes, args.track_cache).scenes:
         folder = os.path.join(args.out, name)
         os.makedirs(folder, exist_ok=True)

@@ -280,9 +280,9 @@ def sparse_depth(view: View, tracks: Tracks, index: int, shape: tuple[int, int],
     discs overlap the nearest point wins (a point seen in front hides what lies behind)."""
     mine = tracks.view == index
     depth = (tracks.points[tracks.track[mine]] @ view.R.T + view.t)[:, 2]
+    pixels = np.round(tracks.xy[mine]).astype(int)
     image = np.full(shape, np.nan, np.float32)
     for point in np.argsort(-depth):  # far first, so the nearest of an overlap is drawn last
         if depth[point] > 0:
-            x, y = (int(round(v)) for v in tracks.xy[mine][point])
-            cv2.circle(image, (x, y), radius, float(depth[point]), -1)
+            cv2.circle(image, tuple(int(v) for v in pixels[point]), radius, float(depth[point]), -1)
     return image
