@@ -48,13 +48,18 @@ def test_launched_stack_drives_cmd_vel_and_stops_cleanly(ros, official_dronet, t
     node.create_subscription(Float32, "/dl_perception/dronet/collision_probability",
                              seen["collision"].append, 50)
     deadline = time.monotonic() + 90  # three processes start, each importing torch
+
+    def driving() -> bool:  # the first outputs may see an obstacle: wait for forward motion
+        return all(len(v) >= 10 for v in seen.values()) and \
+            any(m.linear.x > 0 for m in seen["cmd_vel"])
     try:
-        while time.monotonic() < deadline and not all(len(v) >= 10 for v in seen.values()):
+        while time.monotonic() < deadline and not driving():
             rclpy.spin_once(node, timeout_sec=0.1)
             assert process.poll() is None, process.stdout.read()
         assert all(len(v) >= 10 for v in seen.values()), {k: len(v) for k, v in seen.items()}
         assert all(0.0 <= m.data <= 1.0 for m in seen["collision"])
-        assert any(m.linear.x > 0 for m in seen["cmd_vel"])
+        assert any(m.linear.x > 0 for m in seen["cmd_vel"]), \
+            [round(m.data, 3) for m in seen["collision"][-20:]]
     finally:
         process.send_signal(stop_signal)
         output = process.communicate(timeout=15)[0]
