@@ -215,14 +215,36 @@ def test_replay_stops_cleanly_on_sigterm(tum_bag, ros):
     assert "published" in stdout
 
 
+def test_wait_for_subscribers_holds_playback_until_a_subscriber_matches(ros, tmp_path):
+    path = str(tmp_path / "values")
+    with BagWriter(path) as writer:
+        for i in range(3):
+            writer.write("/held_values", 10**9 + i * 10**7, rosmsg.float32(i))
+    node = ros.create_node("held_player")
+    warnings = []
+    with BagReader(path) as reader:
+        player = BagPlayer(node, reader, ReplayOptions(path, wait_for_subscribers=0.3,
+                                                       clock_rate=0), log=warnings.append)
+        started = time.monotonic()
+        assert player.wait_for_subscribers(0.3) == ["/held_values"]
+        assert time.monotonic() - started >= 0.3
+        player.play()  # nobody listens: warns, then plays anyway
+        assert len(warnings) == 1 and "/held_values" in warnings[0]
+        assert player.topics["/held_values"].published == 3
+        observer = ros.create_node("held_observer")
+        observer.create_subscription(Float32, "/held_values", lambda m: None, RELIABLE)
+        assert player.wait_for_subscribers(30.0) == []
+
+
 def test_replay_launch_arguments_map_onto_the_command(tmp_path):
     from dl_perception.cli import build_parser
     overrides = tmp_path / "q.yaml"
     overrides.write_text("/a: {reliability: best_effort}\n")
     values = {name: default or "" for name, (default, _) in REPLAY_ARGUMENTS.items()}
     values.update(bag="/data/run1", loop="true", topics="/a /b", remap="/a:=/c",
-                  qos_overrides=str(overrides), rate="0.5")
+                  qos_overrides=str(overrides), rate="0.5", wait_for_subscribers="20")
     args = build_parser().parse_args(replay_arguments(values))
+    assert args.wait_for_subscribers == 20.0
     assert (args.bag, args.rate, args.loop, args.topics, args.remap) == \
         ("/data/run1", 0.5, True, ["/a", "/b"], ["/a:=/c"])
     assert args.qos_profile_overrides_path == str(overrides) and args.clock_rate == 40.0

@@ -174,6 +174,9 @@ def register(verbs) -> None:
                         "the publishers)")
     p.add_argument("--clock-rate", type=float, default=40.0, metavar="HZ",
                    help="publish bag time on /clock at this rate (0: no /clock)")
+    p.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="SECONDS",
+                   help="before --delay, wait up to this long until every played topic has a "
+                        "subscriber (0: don't wait)")
     p.set_defaults(func=replay, ros_process=True)
 
     p = top.add_parser("record", help="record topics to a rosbag2 bag (mcap by default)",

@@ -48,6 +48,7 @@ REPLAY_ARGUMENTS = {
     "qos_overrides": ("", "QoS overrides YAML, as for ros2 bag play"),
     "delay": ("0.0", "seconds to wait before the first message"),
     "clock_rate": ("40.0", "Hz of /clock (0: none)"),
+    "wait_for_subscribers": ("0.0", "seconds to wait for every topic's first subscriber"),
 }
 
 
@@ -55,7 +56,7 @@ def replay_arguments(values: dict[str, str]) -> list[str]:
     """The `dl-perception replay` command line for these launch argument values."""
     args = ["replay", values["bag"], "--rate", values["rate"], "--start-offset",
             values["start_offset"], "--delay", values["delay"], "--clock-rate",
-            values["clock_rate"]]
+            values["clock_rate"], "--wait-for-subscribers", values["wait_for_subscribers"]]
     if values["loop"].strip().lower() in ("true", "1", "yes"):
         args.append("--loop")
     if values["topics"].split():

@@ -54,6 +54,7 @@ class ReplayOptions:
     qos_overrides: dict[str, dict] = field(default_factory=dict)
     delay: float = 0.0
     clock_rate: float = 40.0
+    wait_for_subscribers: float = 0.0  # seconds to wait for every topic's first subscriber
 
     @classmethod
     def from_args(cls, args) -> "ReplayOptions":
@@ -68,13 +69,14 @@ class ReplayOptions:
             with open(args.qos_profile_overrides_path) as handle:
                 overrides = yaml.safe_load(handle) or {}
         return cls(args.bag, args.rate, args.start_offset, args.duration, args.loop, args.topics,
-                   remap, overrides, args.delay, args.clock_rate)
+                   remap, overrides, args.delay, args.clock_rate, args.wait_for_subscribers)
 
     def check(self) -> None:
         if not self.rate > 0:
             raise ValueError(f"--rate must be positive, got {self.rate}")
-        if self.start_offset < 0 or self.delay < 0 or self.clock_rate < 0:
-            raise ValueError("--start-offset, --delay and --clock-rate must not be negative")
+        if min(self.start_offset, self.delay, self.clock_rate, self.wait_for_subscribers) < 0:
+            raise ValueError("--start-offset, --delay, --clock-rate and --wait-for-subscribers "
+                             "must not be negative")
         if not isinstance(self.qos_overrides, dict):
             raise ValueError("QoS overrides must map topic names to policies")
 
@@ -192,10 +194,31 @@ class BagPlayer:
             # short naps keep a stop request (SIGINT) responsive
             time.sleep(min(target, self._next_clock, now + 0.05) - now)
 
+    def unmatched_topics(self) -> list[str]:
+        return [t.published_as for t in self.topics.values()
+                if t.publisher.get_subscription_count() < 1]
+
+    def wait_for_subscribers(self, timeout_s: float) -> list[str]:
+        """Wait until every topic has a matched subscriber (discovery between processes can
+        take longer than any fixed --delay on a loaded machine, and a volatile subscriber loses
+        what was published before it matched). Returns the topics still unmatched."""
+        deadline = time.monotonic() + timeout_s
+        while (unmatched := self.unmatched_topics()) and time.monotonic() < deadline:
+            if self.stop_event.is_set() or stop_requested() or \
+                    not rclpy.ok(context=self.node.context):
+                break
+            time.sleep(0.05)
+        return unmatched
+
     def play(self) -> PlayReport:
         report = PlayReport(list(self.topics.values()), self.skipped)
         if not self.topics:
             return report
+        if self.options.wait_for_subscribers > 0:
+            unmatched = self.wait_for_subscribers(self.options.wait_for_subscribers)
+            if unmatched:
+                self.log(f"warning: no subscriber after {self.options.wait_for_subscribers:g} s "
+                         f"on {' '.join(unmatched)}; playing anyway")
         start = self.reader.start_ns + int(self.options.start_offset * 1e9)
         stop = None if self.options.duration is None else \
             start + int(self.options.duration * 1e9)

@@ -30,17 +30,6 @@ def _percentiles(errors_s) -> dict:
             "error_ms_p95": float(np.percentile(errors, 95)), "error_ms_max": float(errors.max())}
 
 
-def _wait_for_subscribers(player: BagPlayer, timeout_s: float = 60.0) -> None:
-    """Start only once every publisher has matched the benchmark's subscriber: on a loaded
-    machine discovery between processes can take longer than any fixed delay, and messages
-    published before the match are lost to a volatile subscriber."""
-    deadline = time.monotonic() + timeout_s
-    while any(t.publisher.get_subscription_count() < 1 for t in player.topics.values()):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"no subscriber matched the player within {timeout_s:.0f} s")
-        time.sleep(0.05)
-
-
 def _play(bag: str, duration: float, results) -> None:
     """The player process: `replay` as it runs on its own, reporting where its schedule began."""
     rclpy.init(args=["dl-perception", "--ros-args"])
@@ -49,7 +38,10 @@ def _play(bag: str, duration: float, results) -> None:
         with BagReader(bag) as reader:
             player = BagPlayer(node, reader, ReplayOptions(bag, duration=duration, delay=0.5,
                                                            clock_rate=0))
-            _wait_for_subscribers(player)
+            # start only once the benchmark's subscriber has matched every publisher
+            unmatched = player.wait_for_subscribers(60.0)
+            if unmatched:
+                raise RuntimeError(f"no subscriber matched {' '.join(unmatched)} within 60 s")
             report = player.play()
         results.put((player.origin_wall, player.origin_bag,
                      None if report.fault is None else str(report.fault)))
