@@ -278,11 +278,7 @@ def sparse_depth(view: View, tracks: Tracks, index: int, shape: tuple[int, int],
     """Depth along the optical axis (m, float32, NaN = none) of every track observed in view
     `index` of its scene, each drawn as a disc of `radius` pixels around the observation; where
     discs overlap the nearest point wins (a point seen in front hides what lies behind)."""
+    from .two_view import draw_depth_discs
     mine = tracks.view == index
     depth = (tracks.points[tracks.track[mine]] @ view.R.T + view.t)[:, 2]
-    pixels = np.round(tracks.xy[mine]).astype(int)
-    image = np.full(shape, np.nan, np.float32)
-    for point in np.argsort(-depth):  # far first, so the nearest of an overlap is drawn last
-        if depth[point] > 0:
-            cv2.circle(image, tuple(int(v) for v in pixels[point]), radius, float(depth[point]), -1)
-    return image
+    return draw_depth_discs(tracks.xy[mine], depth, shape, radius)
