@@ -29,8 +29,11 @@ def main() -> None:
     pairs = stereo_pairs(args.pairs)
     if not pairs:
         raise SystemExit(f"no leftNN/rightNN image pairs in {args.pairs}")
-    calibration = calibrate_stereo(pairs, args.square_size)
-    rectifier = StereoRectifier(calibration)
+    try:
+        calibration = calibrate_stereo(pairs, args.square_size)
+        rectifier = StereoRectifier(calibration)
+    except ValueError as error:  # board not found often enough, unreadable image, swapped rig
+        raise SystemExit(f"error: {error}")
     print(f"{len(pairs)} pairs, board seen in {calibration.pairs_used}; reprojection error "
           f"{calibration.rms_px:.2f} px; baseline {rectifier.baseline:.3f} m, rectified focal "
           f"{rectifier.focal:.1f} px")

@@ -33,8 +33,14 @@ def main() -> None:
     args = parser.parse_args()
     fx, fy, cx, cy = args.intrinsics
     K = np.array([[fx, 0, cx], [0, fy, cy], [0, 0, 1]])
-    frames = read_video_frames(args.frames)
+    try:
+        frames = read_video_frames(args.frames)
+    except ValueError as error:
+        raise SystemExit(f"error: {error}")
     grays = [cv2.imread(path, cv2.IMREAD_GRAYSCALE) for path in frames]
+    unreadable = [path for path, gray in zip(frames, grays) if gray is None]
+    if unreadable:
+        raise SystemExit(f"error: cannot read {', '.join(unreadable)}")
     os.makedirs(args.out, exist_ok=True)
     for index, path in enumerate(frames):
         other = index + 1 if index + 1 < len(frames) else index - 1

@@ -112,3 +112,13 @@ def test_script_writes_a_depth_folder_the_depth_readers_take(tmp_path):
     depth = np.nan_to_num(load_sample_depth(samples[0]))
     known = depth[depth > 0]
     assert known.size > 0.2 * depth.size and 0.25 < np.median(known) < 3.0
+
+
+def test_pairs_without_the_board_are_a_clear_error(tmp_path):
+    rng = np.random.default_rng(2)
+    for index in range(1, 4):
+        for side in ("left", "right"):
+            cv2.imwrite(str(tmp_path / f"{side}{index:02d}.png"),
+                        rng.integers(0, 256, (120, 160), dtype=np.uint8))
+    with pytest.raises(ValueError, match="only 0 pairs"):
+        calibrate_stereo(stereo_pairs(tmp_path), square_size=0.03)
