@@ -157,3 +157,55 @@ def test_training_refuses_the_validation_sets(shared_data):
         with pytest.raises(TrainingDataError, match="validation"):
             PairSource([os.path.join(shared_data, name)], [], LIFTTrainConfig(),
                        np.random.default_rng(0))
+
+
+def test_covariance_loss_sees_whether_the_score_map_moves_with_the_image():
+    """B's map is A's moved 3 px right: resampled through the true mapping it matches A's
+    (loss near 0); through a wrong one (identity) it does not."""
+    from dl_perception.training.lift import covariance_loss, warp_score_map
+    rng = np.random.default_rng(0)
+    score_a = cv2.GaussianBlur(rng.normal(0, 1, (96, 96)).astype(np.float32), (0, 0), 2) * 8
+    score_b = np.roll(score_a, 3, axis=1)
+    a, b = torch.from_numpy(score_a)[None, None], torch.from_numpy(score_b)[None, None]
+    shift = np.array([[1.0, 0, 3], [0, 1, 0], [0, 0, 1]])
+    right, valid = warp_score_map(b, shift, margin=8)
+    wrong, valid_wrong = warp_score_map(b, np.eye(3), margin=8)
+    good = covariance_loss(a, right, valid, 16, 10.0)
+    bad = covariance_loss(a, wrong, valid_wrong, 16, 10.0)
+    assert good < 0.01 and bad > 5 * good
+    assert covariance_loss(a, right, torch.zeros_like(valid), 16, 10.0) is None
+
+
+def test_covariance_stage_trains_the_detector_only_and_keeps_the_keypoint_rate(tmp_path):
+    from dl_perception.training.lift import keypoint_rate_threshold, train_lift
+    images = tmp_path / "images"
+    images.mkdir()
+    for seed in range(2):
+        cv2.imwrite(str(images / f"{seed}.png"), texture(seed, 300))
+    torch.manual_seed(0)
+    start = LIFT(LIFT.make_config("cpu"))
+    start.save(str(tmp_path / "start.safetensors"))
+    cfg = LIFTTrainConfig(image_size=[160, 120], covariance_steps=4, covariance_crop=96,
+                          covariance_batch=2, pairs_in_memory=1,
+                          validation_pairs=1, batch_size=8, validate_every=4)
+    trained = train_lift([str(images)], [], str(tmp_path / "out.safetensors"), cfg,
+                         torch.device("cpu"), init_weights=str(tmp_path / "start.safetensors"),
+                         stages=("covariance",), log=lambda _: None)
+    before, after = start.state_dict(), trained.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    assert changed and all(name.startswith("detector.") for name in changed)
+    assert set(trained.checkpoint_info["stages"]) == {"covariance"}
+    # the stored threshold gives the fine-tuned detector the initial one's keypoint count
+    photos = [cv2.imread(str(path), cv2.IMREAD_GRAYSCALE).astype(np.float32) / 255
+              for path in sorted(images.iterdir())]
+
+    def count(model, threshold=None):
+        settings = model.default_settings(max_keypoints=10**7) if threshold is None else \
+            model.default_settings(max_keypoints=10**7, score_threshold=threshold)
+        return sum(len(model.detect(torch.from_numpy(p)[None, None], settings)[2])
+                   for p in photos)
+    with torch.inference_mode():
+        assert count(trained) == pytest.approx(count(start), rel=0.02)
+        assert trained.config.score_threshold != start.config.score_threshold
+        # the same detector: a threshold between the same two scores, the same count
+        assert count(start, keypoint_rate_threshold(start, start, photos)) == count(start)

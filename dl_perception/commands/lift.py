@@ -253,7 +253,8 @@ def register(verbs) -> None:
     t.add_argument("--resume", action="store_true", help="go on from the state saved beside --out")
     t.add_argument("--out", required=True, help="output checkpoint (.safetensors)")
     t.add_argument("--init", help="start from this checkpoint")
-    t.add_argument("--stages", help="comma-separated subset of descriptor,orientation,detector")
+    t.add_argument("--stages", help="comma-separated subset of descriptor,orientation,detector,"
+                                    "covariance (covariance runs only with --covariance-steps)")
     t.add_argument("--threads", type=int, help="torch CPU threads")
     t.add_argument("--image-size", dest="image_size", type=int, nargs=2, metavar=("W", "H"),
                    help="size of the training pairs (default 320 240)")
@@ -264,7 +265,8 @@ def register(verbs) -> None:
                        ("scene_fraction", float), ("keypoints_per_pair", int),
                        ("images_per_folder", int), ("detector_offset", float),
                        ("alpha_classification", float), ("alpha_overlap", float),
-                       ("alpha_pair", float)):
+                       ("alpha_pair", float), ("covariance_steps", int),
+                       ("covariance_learning_rate", float), ("covariance_anchor", float)):
         t.add_argument("--" + name.replace("_", "-"), dest=name, type=kind)
     t.add_argument("--descriptor-orientation", dest="descriptor_orientation",
                    choices=("known", "learned"),

@@ -25,6 +25,7 @@ Stages, as in the paper, each training one network with the earlier ones fixed:
 """
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
@@ -81,6 +82,16 @@ class LIFTTrainConfig:
     validation_pairs: int = 8
     validate_every: int = 500
     seed: int = 0
+    # covariance stage (detector, dense, on homographies of the --images photographs): the
+    # score map's soft-max windows must move with the image; the initial detector anchors it
+    covariance_steps: int = 0
+    covariance_learning_rate: float = 1e-4
+    covariance_batch: int = 4  # image pairs per step
+    covariance_crop: int = 160
+    covariance_window: int = 16
+    covariance_anchor: float = 10.0
+    covariance_max_rotation_deg: float = 30.0
+    covariance_max_zoom: float = 1.25
 
 
 # ---------------------------------------------------------------------------------------------
@@ -731,6 +742,116 @@ def detector_step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig
 
 
 # ---------------------------------------------------------------------------------------------
+# covariance: dense agreement of the score maps of two views (localisation)
+
+def covariance_pair(gray: np.ndarray, rng: np.random.Generator, cfg: LIFTTrainConfig):
+    """A random crop of a photograph (float, 0-1) at a random resolution and its image under a
+    random homography about the crop's centre (rotation, zoom, a little perspective and shift,
+    a photometric change), or None when the photograph is too small."""
+    size = cfg.covariance_crop
+    shrink = rng.uniform(0.4, 1.0)
+    image = cv2.resize(gray, None, fx=shrink, fy=shrink, interpolation=cv2.INTER_AREA)
+    if min(image.shape) <= size:
+        return None
+    y, x = rng.integers(0, image.shape[0] - size), rng.integers(0, image.shape[1] - size)
+    a = np.ascontiguousarray(image[y:y + size, x:x + size])
+    angle = math.radians(rng.uniform(-1, 1) * cfg.covariance_max_rotation_deg)
+    zoom = math.exp(rng.uniform(-1, 1) * math.log(cfg.covariance_max_zoom))
+    cos, sin = zoom * math.cos(angle), zoom * math.sin(angle)
+    local = np.array([[cos, -sin, rng.uniform(-6, 6)], [sin, cos, rng.uniform(-6, 6)],
+                      [rng.normal(0, 3e-4), rng.normal(0, 3e-4), 1.0]])
+    centre = (size - 1) / 2
+    H = _centred(local, centre, centre)
+    b = cv2.warpPerspective(a, H, (size, size), flags=cv2.INTER_LINEAR)
+    b = np.clip(b * rng.uniform(0.8, 1.2) + rng.uniform(-0.1, 0.1), 0, 1).astype(np.float32)
+    return a.astype(np.float32), b, H
+
+
+def warp_score_map(score_b: torch.Tensor, H: np.ndarray, margin: int):
+    """B's score map (1x1xSxS) resampled at H(p) for every pixel p of A, and where that is
+    meaningful (both positions at least `margin` from the border: the padding's influence)."""
+    size = score_b.shape[-1]
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    mapped = apply_homography(H, np.stack([xs.ravel(), ys.ravel()], axis=1))
+    mx, my = mapped[:, 0].reshape(size, size), mapped[:, 1].reshape(size, size)
+    grid = torch.from_numpy(np.stack([2 * mx / (size - 1) - 1, 2 * my / (size - 1) - 1], -1))
+    warped = F.grid_sample(score_b, grid.to(score_b)[None], align_corners=True)
+    low, high = margin, size - 1 - margin
+    valid = (mx >= low) & (mx <= high) & (my >= low) & (my <= high) & \
+        (xs >= low) & (xs <= high) & (ys >= low) & (ys <= high)
+    return warped, torch.from_numpy(valid).to(score_b)[None, None]
+
+
+def covariance_loss(score_a: torch.Tensor, score_b_in_a: torch.Tensor, valid: torch.Tensor,
+                    window: int, strength: float):
+    """1 - cosine similarity of the soft-max distributions (LIFT's soft-argmax weights) of the
+    two maps over windows (half overlapping) that lie wholly in the valid area; None if none."""
+    def windows(x):
+        return F.unfold(x, window, stride=window // 2)[0].T
+    inside = windows(valid).min(dim=1).values > 0.5
+    if not inside.any():
+        return None
+    p_a = torch.softmax(strength * windows(score_a)[inside], dim=1)
+    p_b = torch.softmax(strength * windows(score_b_in_a)[inside], dim=1)
+    return (1 - F.cosine_similarity(p_a, p_b, dim=1)).mean()
+
+
+def covariance_step_function(source: "PairSource", reference: LIFT):
+    """The covariance stage's step (the pair bank's patches are not used): per photograph pair,
+    the covariance loss plus `covariance_anchor` x the relative squared change of A's score map
+    from the reference detector's (keeps what the detector responds to, and its ranking)."""
+    if not source.images:
+        raise TrainingDataError("the covariance stage needs --images (real photographs)")
+
+    def step(model: LIFT, bank: PairBank, batch: dict, cfg: LIFTTrainConfig):
+        device = next(model.parameters()).device
+        margin = model.config.detector_filter // 2
+        covariance, anchor, used = 0.0, 0.0, 0
+        while used < cfg.covariance_batch:
+            path = source.images[int(source.rng.integers(len(source.images)))]
+            pair = covariance_pair(source._source_image(path), source.rng, cfg)
+            if pair is None:
+                continue
+            a, b = (torch.from_numpy(image)[None, None].to(device) for image in pair[:2])
+            H = pair[2]
+            score_a, score_b = model.score_map(a), model.score_map(b)
+            warped, valid = warp_score_map(score_b, H, margin)
+            term = covariance_loss(score_a, warped, valid, cfg.covariance_window,
+                                   model.config.softargmax_strength)
+            if term is None:
+                continue
+            with torch.no_grad():
+                before = reference.score_map(a)
+            covariance = covariance + term
+            anchor = anchor + ((score_a - before) ** 2).mean() / (before ** 2).mean().clamp(min=1e-8)
+            used += 1
+        covariance, anchor = covariance / used, anchor / used
+        loss = covariance + cfg.covariance_anchor * anchor
+        return loss, {"covariance": covariance.item(), "anchor": anchor.item()}
+    return step
+
+
+def keypoint_rate_threshold(reference: LIFT, model: LIFT, images: list[np.ndarray]) -> float:
+    """The score threshold at which `model` finds as many keypoints on `images` (grey, 0-1) as
+    `reference` does at its own threshold, with no budget: a detector fine-tuned by the
+    covariance stage shifts its scores, and the threshold keeps its keypoint rate."""
+    wanted, scores = 0, []
+    with torch.inference_mode():
+        for gray in images:
+            image = torch.from_numpy(gray)[None, None].to(next(model.parameters()).device)
+            wanted += len(reference.detect(image, reference.default_settings(
+                max_keypoints=10**7))[2])
+            scores.append(model.detect(image, model.default_settings(
+                max_keypoints=10**7, score_threshold=-1e6))[2].cpu().numpy())
+    ranked = np.sort(np.concatenate(scores))[::-1]
+    if wanted == 0 or len(ranked) == 0:
+        return model.config.score_threshold
+    if wanted >= len(ranked):
+        return float(ranked[-1]) - 1e-3
+    return float(ranked[wanted - 1] + ranked[wanted]) / 2  # keypoints are scores above it
+
+
+# ---------------------------------------------------------------------------------------------
 # validation and the driver
 
 def validate(model: LIFT, bank: PairBank, cfg: LIFTTrainConfig, samples: int = 512) -> dict:
@@ -765,7 +886,7 @@ def validate(model: LIFT, bank: PairBank, cfg: LIFTTrainConfig, samples: int = 5
 
 def _train_stage(name: str, steps: int, module: torch.nn.Module, step_fn, model: LIFT,
                  bank: PairBank, val_bank: PairBank, cfg: LIFTTrainConfig, log, out_path: str,
-                 resume: bool) -> dict:
+                 resume: bool, learning_rate: float | None = None) -> dict:
     """Train one network with the others fixed. Every `validate_every` steps is a chunk: the
     validation metrics go to <out>.<stage>.history.csv and the state to resume from to
     <out>.<stage>.resume.pt (TrainingRun), so an interrupted run goes on with --resume."""
@@ -775,8 +896,9 @@ def _train_stage(name: str, steps: int, module: torch.nn.Module, step_fn, model:
         parameter.requires_grad_(False)
     for parameter in module.parameters():
         parameter.requires_grad_(True)
-    optimizer = torch.optim.Adam(module.parameters(), lr=cfg.learning_rate)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, cfg.learning_rate / 20)
+    learning_rate = learning_rate or cfg.learning_rate
+    optimizer = torch.optim.Adam(module.parameters(), lr=learning_rate)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps, learning_rate / 20)
     run = TrainingRun(f"{out_path}.{name}", resume=resume)
     chunk = max(1, min(cfg.validate_every, steps))
     chunks = math.ceil(steps / chunk)
@@ -817,7 +939,7 @@ def _train_stage(name: str, steps: int, module: torch.nn.Module, step_fn, model:
     return {"steps": steps, "train": running, "validation": metrics}
 
 
-STAGES = ("descriptor", "orientation", "detector")
+STAGES = ("descriptor", "orientation", "detector", "covariance")
 
 
 def train_lift(image_folders: list[str], sequence_folders: list[str], out_path: str,
@@ -844,11 +966,23 @@ def train_lift(image_folders: list[str], sequence_folders: list[str], out_path: 
     plan = {"descriptor": (cfg.descriptor_steps, model.descriptor, descriptor_step),
             "orientation": (cfg.orientation_steps, model.orientation, orientation_step),
             "detector": (cfg.detector_steps, model.detector, detector_step)}
+    if "covariance" in stages and cfg.covariance_steps > 0:
+        reference = copy.deepcopy(model).eval()
+        plan["covariance"] = (cfg.covariance_steps, model.detector,
+                              covariance_step_function(source, reference))
     for stage in STAGES:
-        if stage in stages:
+        if stage in stages and stage in plan:
             steps, module, step_fn = plan[stage]
-            report[stage] = _train_stage(stage, steps, module, step_fn, model, bank, val_bank,
-                                         cfg, log, out_path, resume)
+            report[stage] = _train_stage(
+                stage, steps, module, step_fn, model, bank, val_bank, cfg, log, out_path, resume,
+                cfg.covariance_learning_rate if stage == "covariance" else None)
+            if stage == "covariance":
+                model.eval()
+                photos = [source._source_image(p) for p in source.images[::max(
+                    1, len(source.images) // 24)]][:24]
+                model.config.score_threshold = keypoint_rate_threshold(reference, model, photos)
+                log(f"covariance: score threshold {model.config.score_threshold:.3f} keeps the "
+                    f"initial detector's keypoint rate on {len(photos)} training photographs")
             # saved after every stage, so a later run can go on from here (--init, --stages)
             model.eval()
             model.save(out_path, info={"trained_on": {"images": image_folders,
