@@ -216,7 +216,7 @@ class BagPlayer:
             return report
         if self.options.wait_for_subscribers > 0:
             unmatched = self.wait_for_subscribers(self.options.wait_for_subscribers)
-            if unmatched:
+            if unmatched and not (self.stop_event.is_set() or stop_requested()):
                 self.log(f"warning: no subscriber after {self.options.wait_for_subscribers:g} s "
                          f"on {' '.join(unmatched)}; playing anyway")
         start = self.reader.start_ns + int(self.options.start_offset * 1e9)
