@@ -9,26 +9,20 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from ..core.matching import mutual_nearest_neighbours
+
 
 def sift_matches(gray_a: np.ndarray, gray_b: np.ndarray, features: int = 4000,
                  ratio: float = 0.8) -> tuple[np.ndarray, np.ndarray]:
     """Pixel positions (N x 2 each) of mutual nearest-neighbour SIFT matches that pass the
     ratio test."""
     sift = cv2.SIFT_create(nfeatures=features, contrastThreshold=0.02)
-    found = [sift.detectAndCompute(gray, None) for gray in (gray_a, gray_b)]
-    if any(descriptors is None or len(descriptors) < 2 for _, descriptors in found):
+    (keys_a, desc_a), (keys_b, desc_b) = (sift.detectAndCompute(g, None) for g in (gray_a, gray_b))
+    if desc_a is None or desc_b is None:
         return np.zeros((0, 2)), np.zeros((0, 2))
-    (keys_a, desc_a), (keys_b, desc_b) = found
-    forward = cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc_a, desc_b, k=2)
-    backward = {m.queryIdx: m.trainIdx
-                for m in cv2.BFMatcher(cv2.NORM_L2).match(desc_b, desc_a)}
-    pairs = [(m.queryIdx, m.trainIdx) for m, n in (p for p in forward if len(p) == 2)
-             if m.distance < ratio * n.distance and backward.get(m.trainIdx) == m.queryIdx]
-    if not pairs:
-        return np.zeros((0, 2)), np.zeros((0, 2))
-    a, b = np.array(pairs).T
-    return (np.array([keys_a[i].pt for i in a], np.float64),
-            np.array([keys_b[i].pt for i in b], np.float64))
+    pairs = mutual_nearest_neighbours(desc_a, desc_b, ratio=ratio)
+    return (np.array([keys_a[i].pt for i in pairs[:, 0]], np.float64).reshape(-1, 2),
+            np.array([keys_b[j].pt for j in pairs[:, 1]], np.float64).reshape(-1, 2))
 
 
 def two_view_depth(points_a: np.ndarray, points_b: np.ndarray, K: np.ndarray,
