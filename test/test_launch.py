@@ -139,8 +139,15 @@ def test_namespaced_stacks_share_one_graph(ros, tmp_path):
         _count_until(node, {}, lambda: all(len(d) >= 3 for d in depth.values())
                      and all(commands.values()), timeout=90)
         root_camera = node.get_publishers_info_by_topic("/camera/image_raw")
-        readers = {drone: node.get_subscriptions_info_by_topic(f"/{drone}/camera/image_raw")
-                   for drone in processes}
+        # another process's endpoints can reach this node's graph after their data did (seen
+        # once on a loaded machine): ask again until both drones' camera readers are known
+        readers = {}
+        deadline = time.monotonic() + 30
+        while not (len(readers) == len(processes) and all(readers.values())) \
+                and time.monotonic() < deadline:
+            readers = {drone: node.get_subscriptions_info_by_topic(f"/{drone}/camera/image_raw")
+                       for drone in processes}
+            rclpy.spin_once(node, timeout_sec=0.1)
     finally:
         outputs = {}
         for drone, process in processes.items():
