@@ -38,7 +38,6 @@ class StereoCalibration:
 class RectifiedDepth:
     image: np.ndarray  # rectified left image, as loaded (BGR or gray)
     depth: np.ndarray  # float32 metres, NaN where stereo gave no consistent match
-    K: np.ndarray  # intrinsics of the rectified left image
 
 
 def stereo_pairs(folder: str) -> list[tuple[str, str]]:
@@ -115,7 +114,7 @@ class StereoRectifier:
         self.maps = [cv2.initUndistortRectifyMap(K, dist, R, P, c.size, cv2.CV_32FC1)
                      for K, dist, R, P in ((c.K_left, c.dist_left, R1, P1),
                                            (c.K_right, c.dist_right, R2, P2))]
-        self.K = P1[:, :3].copy()
+        self.K = P1[:, :3].copy()  # intrinsics of the rectified left image
         self.focal = float(P1[0, 0])
         self.baseline = float(abs(P2[0, 3] / P2[0, 0]))  # in the calibration's length unit
         # the largest disparity that can occur: a point at min_depth
@@ -160,4 +159,4 @@ class StereoRectifier:
         gray = [cv2.cvtColor(i, cv2.COLOR_BGR2GRAY) if i.ndim == 3 else i for i in (left, right)]
         disparity = self.disparity(*gray)
         depth = (self.focal * self.baseline / disparity).astype(np.float32)
-        return RectifiedDepth(left, depth, self.K)
+        return RectifiedDepth(left, depth)

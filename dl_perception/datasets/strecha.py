@@ -18,6 +18,8 @@ import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
+from .two_view import draw_depth_discs
+
 
 @dataclass
 class View:
@@ -278,7 +280,6 @@ def sparse_depth(view: View, tracks: Tracks, index: int, shape: tuple[int, int],
     """Depth along the optical axis (m, float32, NaN = none) of every track observed in view
     `index` of its scene, each drawn as a disc of `radius` pixels around the observation; where
     discs overlap the nearest point wins (a point seen in front hides what lies behind)."""
-    from .two_view import draw_depth_discs
     mine = tracks.view == index
     depth = (tracks.points[tracks.track[mine]] @ view.R.T + view.t)[:, 2]
     return draw_depth_discs(tracks.xy[mine], depth, shape, radius)
