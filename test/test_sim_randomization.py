@@ -130,6 +130,21 @@ def test_randomized_recording_is_seeded_and_documented(shared_data, tmp_path):
     assert abs(heights[0] - draw["altitude"]) < 0.3
 
 
+def test_close_up_rooms_look_at_near_surfaces(shared_data, tmp_path):
+    from dl_perception.datasets.sequence import read_sequence
+    from dl_perception.sim.rooms import record_rooms
+
+    record_rooms(str(tmp_path), 4, rooms=1, frames_per_room=4, width=80, height=60,
+                 close_ups=True, log=lambda _: None)
+    sequence = read_sequence(str(tmp_path / "room_000004"))
+    assert sequence.meta["close_ups"] is True
+    assert 15.0 <= sequence.meta["randomization"]["pitch_deg"] <= 70.0
+    for frame in sequence.frames:
+        depth = frame.load_depth()
+        # the aimed-at point lies 0.2-1.2 m along the optical axis (nearer if something is between)
+        assert 0.05 < depth[29:31, 39:41].max() < 1.25
+
+
 def test_rooms_are_closed_boxes_with_objects_and_exact_depth(shared_data, tmp_path):
     from dl_perception.datasets.sequence import read_sequence
     from dl_perception.sim.rooms import ROOM_SEED_OFFSET, record_rooms, room_world

@@ -56,7 +56,7 @@ def record(args) -> int:
 def record_rooms(args) -> int:
     from ..sim.rooms import record_rooms as run_rooms
     summary = run_rooms(args.out, args.seed, args.rooms, args.frames_per_room, args.width,
-                        args.height)
+                        args.height, close_ups=args.close_ups)
     print(f"wrote {summary['frames']} frames of {summary['rooms']} rooms to {args.out}")
     return 0
 
@@ -147,6 +147,9 @@ def register(verbs) -> None:
     rr.add_argument("--frames-per-room", dest="frames_per_room", type=int, default=12)
     rr.add_argument("--width", type=int, default=320)
     rr.add_argument("--height", type=int, default=240)
+    rr.add_argument("--close-ups", dest="close_ups", action="store_true",
+                    help="aim every view at a table top, object or the floor 0.2-1.2 m ahead, "
+                         "looking down 15-70 deg (near scenes)")
     rr.add_argument("--out", required=True, help="output folder (one room_<seed> per room)")
     rr.set_defaults(func=record_rooms)
 

@@ -9,6 +9,10 @@ sizes on the floor and on the tables; the camera takes random poses inside it (h
 any heading, pitch from the room's draw), under the room's random lighting and camera
 (`randomization.draw_randomization`: field of view, exposure, blur, noise, grey). Each room is one
 sequence folder (docs/datasets.md) with exact depth and camera poses.
+
+`close_ups` rooms aim every view at a table top, an object or the floor from 0.2-1.2 m, looking
+down 15-70 deg: the near scenes (a desk, a shelf, an obstacle just ahead of a drone) that views
+from random poses in a room rarely give.
 """
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ import os
 import numpy as np
 
 from .randomization import ImageRandomizer, draw_randomization, photo_pool
-from .scene import CameraSpec
+from .scene import CAMERA_OFFSET, CameraSpec
 from .world import Obstacle, World, WorldError
 
 ROOM_SEED_OFFSET = 100000  # rooms' world seeds in meta.json: far from the evaluation worlds
@@ -94,10 +98,38 @@ def room_world(seed: int) -> tuple[World, float]:
     return world, float(height)
 
 
+def close_up_pose(world: World, room_height: float, pitch: float, rng: np.random.Generator
+                  ) -> tuple[float, float, float, float] | None:
+    """A body pose (x, y, z, yaw) whose camera, pitched down by `pitch` (rad), has a point of a
+    table top, an object's top or the floor on its optical axis 0.2-1.2 m ahead; None when the
+    drawn pose leaves the room."""
+    targets = [o for o in world.obstacles if o.kind in ("object", "table")]
+    if targets and rng.uniform() < 0.8:
+        target = targets[int(rng.integers(len(targets)))]
+        top = target.z + (2.0 * target.size[2] if target.shape == "ellipsoid" else target.size[2])
+        reach = 0.5 * (min(target.size[0], target.size[1]) if target.shape == "box"
+                       else target.size[0])
+        point = np.array([target.x + rng.uniform(-reach, reach),
+                          target.y + rng.uniform(-reach, reach), top])
+    else:
+        point = np.array([rng.uniform(world.street_x[0], world.street_x[1]),
+                          rng.uniform(world.street_y[0], world.street_y[1]), 0.0])
+    distance = float(np.exp(rng.uniform(math.log(0.2), math.log(1.2))))
+    yaw = float(rng.uniform(-math.pi, math.pi))
+    forward = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw),
+                        -math.sin(pitch)])
+    body = point - distance * forward - CAMERA_OFFSET * np.array([math.cos(yaw), math.sin(yaw), 0.0])
+    half_x, half_y = world.street_x[1] + 0.3, world.street_y[1] + 0.3
+    if abs(body[0]) > half_x or abs(body[1]) > half_y or not 0.3 <= body[2] <= room_height - 0.3:
+        return None
+    return float(body[0]), float(body[1]), float(body[2]), yaw
+
+
 def record_rooms(out: str, seed: int, rooms: int, frames_per_room: int, width: int = 320,
-                 height: int = 240, log=print) -> dict:
+                 height: int = 240, close_ups: bool = False, log=print) -> dict:
     """`rooms` rooms (seeds seed, seed + 1, ...), each a sequence folder OUT/room_<seed> of
-    `frames_per_room` frames from random camera poses inside it."""
+    `frames_per_room` frames from random camera poses inside it (`close_ups`: aimed at near
+    surfaces, `close_up_pose`)."""
     from ..datasets.sequence import Camera, SequenceWriter
     from .simulator import Simulator
 
@@ -113,7 +145,8 @@ def record_rooms(out: str, seed: int, rooms: int, frames_per_room: int, width: i
         world, room_height = room_world(room_seed)
         draw = draw_randomization(ROOM_SEED_OFFSET + room_seed, world.size)
         draw.photo_fraction, draw.photo_ground, draw.clutter = 0.9, True, 0
-        draw.pitch_deg = float(np.random.default_rng((room_seed, 3)).uniform(-10.0, 50.0))
+        draw.pitch_deg = float(np.random.default_rng((room_seed, 3)).uniform(
+            *((15.0, 70.0) if close_ups else (-10.0, 50.0))))
         draw.fog = None
         camera_spec = CameraSpec(width, height, draw.hfov_deg)
         sim = Simulator(world.seed, camera=camera_spec, world=world, randomization=draw,
@@ -122,7 +155,8 @@ def record_rooms(out: str, seed: int, rooms: int, frames_per_room: int, width: i
         fx, fy, cx, cy = camera_spec.intrinsics
         writer = SequenceWriter(folder, Camera(width, height, fx, fy, cx, cy), {
             "world_seed": world.seed, "source": "dl-perception sim record-rooms",
-            "room_seed": room_seed, "room_height": room_height, "randomization": draw.as_meta(),
+            "room_seed": room_seed, "room_height": room_height, "close_ups": close_ups,
+            "randomization": draw.as_meta(),
             "camera": {"width": width, "height": height, "hfov_deg": draw.hfov_deg}})
         rng = np.random.default_rng((room_seed, 5))
         half_x, half_y = world.street_x[1] + 0.3, world.street_y[1] + 0.3
@@ -130,8 +164,14 @@ def record_rooms(out: str, seed: int, rooms: int, frames_per_room: int, width: i
             attempts = 0
             while len(writer.rows) < frames_per_room and attempts < 20 * frames_per_room:
                 attempts += 1
-                pose = (rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y),
-                        rng.uniform(0.3, min(2.0, room_height - 0.3)), rng.uniform(-math.pi, math.pi))
+                if close_ups:
+                    pose = close_up_pose(world, room_height, math.radians(draw.pitch_deg), rng)
+                    if pose is None:
+                        continue
+                else:
+                    pose = (rng.uniform(-half_x, half_x), rng.uniform(-half_y, half_y),
+                            rng.uniform(0.3, min(2.0, room_height - 0.3)),
+                            rng.uniform(-math.pi, math.pi))
                 try:
                     sim.reset(pose)
                 except WorldError:  # inside an object: another pose
