@@ -28,8 +28,11 @@ FOCAL, PRINCIPAL_X, PRINCIPAL_Y, DOFFS, BASELINE_MM = 994.978, 311.193, 254.877,
 
 
 def fetch_wheel(folder: str) -> str:
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-                    "-q", "-d", folder, WHEEL], check=True)
+    done = subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps",
+                           "--only-binary=:all:", "-q", "-d", folder, WHEEL])
+    if done.returncode != 0:
+        raise SystemExit(f"error: pip could not download {WHEEL} (no index reachable?); "
+                         "download it elsewhere and pass it with --wheel")
     wheels = glob.glob(os.path.join(folder, "scikit_image-*.whl"))
     if not wheels:
         raise SystemExit(f"error: pip left no scikit-image wheel in {folder}")
@@ -51,10 +54,13 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as temporary:
         wheel = args.wheel or fetch_wheel(temporary)
-        with zipfile.ZipFile(wheel) as archive:
-            image = archive.read("skimage/data/motorcycle_left.png")
-            with np.load(io.BytesIO(archive.read("skimage/data/motorcycle_disp.npz"))) as data:
-                disparity = data["arr_0"].astype(np.float32)
+        try:
+            with zipfile.ZipFile(wheel) as archive:
+                image = archive.read("skimage/data/motorcycle_left.png")
+                with np.load(io.BytesIO(archive.read("skimage/data/motorcycle_disp.npz"))) as data:
+                    disparity = data["arr_0"].astype(np.float32)
+        except (OSError, KeyError, zipfile.BadZipFile, ValueError) as error:
+            raise SystemExit(f"error: {wheel} holds no readable motorcycle data ({error})")
     os.makedirs(args.out, exist_ok=True)
     with open(os.path.join(args.out, "im0.png"), "wb") as handle:
         handle.write(image)

@@ -36,3 +36,15 @@ def test_wheel_becomes_a_middlebury_folder_with_metric_depth(tmp_path):
     assert depth[10, 45] == pytest.approx(focal_baseline / (20.0 + 31.086), rel=1e-4)
     assert depth[10, 5] == pytest.approx(focal_baseline / (60.0 + 31.086), rel=1e-4)
     assert np.isnan(depth[5, 7]) and np.isfinite(depth).sum() == 40 * 60 - 1
+
+
+def test_a_wheel_without_the_data_is_a_clear_error(tmp_path):
+    wheel = tmp_path / "scikit_image-0-py3-none-any.whl"
+    with zipfile.ZipFile(wheel, "w") as archive:
+        archive.writestr("skimage/__init__.py", "")
+    result = subprocess.run([sys.executable, os.path.join(REPO_DIR, "scripts",
+                                                          "get_motorcycle_depth.py"),
+                             str(tmp_path / "out"), "--wheel", str(wheel)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "holds no readable motorcycle data" in result.stderr
+    assert not (tmp_path / "out").exists()
