@@ -103,6 +103,15 @@ def test_eval_prints_every_measure_raw_and_median_scaled(trained):
     assert 0 <= raw["delta_1"] <= raw["delta_2"] <= raw["delta_3"] <= 1
 
 
+def test_eval_defaults_to_the_shipped_checkpoints(trained):
+    """No --weights: the real-camera checkpoint; shipped:sim: the simulator's."""
+    for weights, name in (([], "depth.safetensors"), (["--weights", "shipped:sim"],
+                                                      "depth_sim.safetensors")):
+        out = run("eval", "depth", *weights, "--data", trained["eval"], "--device", "cpu")
+        assert out.splitlines()[0].startswith("Depth evaluation of ")
+        assert out.splitlines()[0].split()[3].endswith(os.sep + name)
+
+
 def test_train_refuses_evaluation_worlds(trained):
     out = run("train", "depth", "--data", trained["eval"], "--out",
               str(trained["root"] / "x.safetensors"), expect=1)

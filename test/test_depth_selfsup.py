@@ -181,6 +181,8 @@ def test_selection_and_heldout_scores(tmp_path):
     assert selection_score(metrics) == pytest.approx(0.3)
     assert selection_score({**metrics, "val_sparse_abs_rel": 0.05}) == pytest.approx(0.35)
     assert selection_score(metrics, "simulator") == pytest.approx(0.1)
+    assert selection_score({**metrics, "si_rmse_log": 0.4, "val_sparse_abs_rel": 0.05},
+                           "relative") == pytest.approx(0.65)
     with pytest.raises(ValueError, match="unknown selection"):
         selection_score(metrics, "validation")
     ground_and_box_sequence(tmp_path / "sim" / "world_6", 6, frames=10)

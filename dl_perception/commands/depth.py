@@ -26,13 +26,15 @@ def train(args) -> int:
 
 
 def evaluate(args) -> int:
+    from ..core.paths import resolve_weights
     from ..evaluation.depth import evaluate_depth, format_report
-    result = evaluate_depth(args.weights, args.data, device_of(args), fmt=args.format,
+    weights = resolve_weights("depth", args.weights or "")
+    result = evaluate_depth(weights, args.data, device_of(args), fmt=args.format,
                             stride=args.stride, min_depth=args.min_depth,
                             max_depth=args.max_depth, baseline=args.baseline,
                             error_maps=args.error_maps, error_maps_per_set=args.error_maps_per_set,
                             doffs=args.doffs)
-    print(f"Depth evaluation of {args.weights} on {', '.join(args.data)}")
+    print(f"Depth evaluation of {weights} on {', '.join(args.data)}")
     print(format_report(result))
     write_json(args.json, result)
     return 0
@@ -88,10 +90,11 @@ def register(verbs) -> None:
     t.add_argument("--sparse", nargs="+", help="dataset folder(s) of real images with sparse "
                    "metric depth (e.g. scripts/make_strecha_depth.py): --real-batch of them "
                    "join every step (scale-invariant loss)")
-    t.add_argument("--select-on", dest="select_on", choices=("combined", "simulator"),
+    t.add_argument("--select-on", dest="select_on", choices=("combined", "simulator", "relative"),
                    help="checkpoint choice per stack: combined (default: simulator validation "
                         "abs rel + held-out posed photometric error + held-out sparse-depth "
-                        "median-scaled abs rel) or simulator (abs rel)")
+                        "median-scaled abs rel), simulator (abs rel) or relative (combined with "
+                        "the simulator frames' scale-invariant log RMSE instead of abs rel)")
     t.add_argument("--resume", action="store_true",
                    help="continue a killed run from OUT.resume.pt (same arguments)")
     t.add_argument("--stages", default="coarse,fine", help="coarse,fine (default), coarse or fine")
@@ -114,7 +117,8 @@ def register(verbs) -> None:
 
     e = verbs["eval"].add_parser(
         "depth", help="abs/sq rel, RMSE, RMSE log, scale-invariant, delta thresholds")
-    e.add_argument("--weights", required=True)
+    e.add_argument("--weights", help="checkpoint (default: the shipped real-camera one; "
+                   "shipped:sim: the simulator's)")
     e.add_argument("--data", nargs="+", required=True, help="dataset folder(s)")
     e.add_argument("--format", default="auto", help=FORMAT_HELP)
     e.add_argument("--stride", type=int, default=1, help="evaluate every n-th frame")

@@ -56,7 +56,7 @@ class DepthTrainConfig:
     posed_val_scenes: str = "entry-P10"  # comma-separated scenes held out for validation
     pose_lr: float = 1e-4  # Adam rate of the pose network
     sparse_weight: float = 1.0  # scale-invariant loss on real images with sparse metric depth
-    select_on: str = "combined"  # checkpoint choice: combined (below) or simulator (abs rel)
+    select_on: str = "combined"  # checkpoint choice: combined, simulator or relative (below)
 
 
 def scale_invariant_loss(log_prediction: torch.Tensor, target: torch.Tensor,
@@ -342,16 +342,21 @@ class RealSupervision:
         return metrics
 
 
+SELECTIONS = ("combined", "simulator", "relative")
+
+
 def selection_score(metrics: dict, select_on: str = "combined") -> float:
     """What the checkpoint keeps the best of: the simulator validation frames' abs rel plus
     (`combined`) the held-out real frames' photometric error with known poses and the held-out
-    sparse-depth images' median-scaled abs rel (all lower is better), or (`simulator`) the abs
-    rel alone."""
-    if select_on not in ("combined", "simulator"):
-        raise ValueError(f"unknown selection '{select_on}' (combined or simulator)")
+    sparse-depth images' median-scaled abs rel (all lower is better); (`simulator`) the abs rel
+    alone; (`relative`) as combined with the simulator frames' scale-invariant log RMSE in place
+    of their abs rel, for training data whose cameras are randomised (field of view, height), where
+    the metric scale of a frame is ambiguous and its raw abs rel mostly measures that."""
+    if select_on not in SELECTIONS:
+        raise ValueError(f"unknown selection '{select_on}' ({', '.join(SELECTIONS)})")
     real = metrics.get("val_posed_photometric", 0.0) + metrics.get("val_sparse_abs_rel", 0.0) \
-        if select_on == "combined" else 0.0
-    return metrics.get("abs_rel", 0.0) + real
+        if select_on != "simulator" else 0.0
+    return metrics.get("si_rmse_log" if select_on == "relative" else "abs_rel", 0.0) + real
 
 
 def train_depth(dataset_dirs: list[str], out_path: str, cfg: DepthTrainConfig, device: torch.device,
