@@ -289,3 +289,38 @@ def test_qos_adaptation_follows_rosbag2():
     assert sensor.reliability == qos_profile_sensor_data.reliability and sensor.depth == 1
     with pytest.raises(ValueError, match="unsupported 'lifespn"):
         profile_from_override("/c", {"lifespn": 3})
+
+
+def test_a_stop_racing_a_clock_publish_still_reports(ros, tmp_path):
+    """SIGTERM shuts the ROS context down at any moment, also between the player's stop check
+    and its next /clock publish: the publish raises, and what was played is still reported (the
+    `replay` command prints it); the same error without a stop is not swallowed."""
+    path = tmp_path / "values"
+    with BagWriter(path) as bag:
+        for i in range(20):
+            bag.write("/value", 50 * 10**9 + i * 10**8, rosmsg.float32(i))
+    node = ros.create_node("stop_race")
+
+    class ClockThatFails:
+        def __init__(self, player, stop_first):
+            self.player, self.stop_first, self.calls = player, stop_first, 0
+
+        def publish(self, message):
+            self.calls += 1
+            if self.calls == 5:
+                if self.stop_first:
+                    self.player.stop_event.set()
+                raise RuntimeError("publisher's context is invalid")
+
+    with BagReader(path) as reader:
+        for stop_first in (True, False):
+            player = BagPlayer(node, reader, ReplayOptions(reader.path, clock_rate=50.0,
+                                                           rate=4.0, delay=0.0))
+            player.clock = ClockThatFails(player, stop_first)
+            if stop_first:
+                report = player.play()
+                assert report.fault is None and player.clock.calls == 5
+                assert 0 < sum(t.published for t in report.topics) < 20
+            else:
+                with pytest.raises(RuntimeError, match="context is invalid"):
+                    player.play()

@@ -177,14 +177,17 @@ class BagPlayer:
         sec, nanosec = divmod(bag_ns, 1_000_000_000)
         self.clock.publish(Clock(clock=Time(sec=sec, nanosec=nanosec)))
 
+    def _stopping(self) -> bool:
+        return self.stop_event.is_set() or stop_requested() or \
+            not rclpy.ok(context=self.node.context)
+
     def _wait_until(self, target: float, bag_limit: int) -> bool:
         """Sleep until `target` (monotonic s), keeping /clock going but never past `bag_limit`
         (the next message's log time: late wake-ups must not put the clock ahead of messages
         still to come). False when stopped."""
         while True:
             now = time.monotonic()
-            if self.stop_event.is_set() or stop_requested() or \
-                    not rclpy.ok(context=self.node.context):
+            if self._stopping():
                 return False
             if self.clock is not None and now >= self._next_clock:
                 self._publish_clock(min(self._bag_time(now), bag_limit))
@@ -235,8 +238,18 @@ class BagPlayer:
                     break
         except BagReadError as fault:
             report.fault = fault
+        except Exception:
+            # a stop signal shuts the ROS context down at any moment, also between the check
+            # above and a /clock publish or an acknowledgement wait: what was played is still
+            # reported; any other error is a real one
+            if not self._stopping():
+                raise
         finally:
-            self._flush()
+            try:
+                self._flush()
+            except Exception:
+                if not self._stopping():
+                    raise
         report.elapsed_s = time.monotonic() - begun
         return report
 
