@@ -98,6 +98,11 @@ def room_world(seed: int) -> tuple[World, float]:
     return world, float(height)
 
 
+def pose_bounds(world: World) -> tuple[float, float]:
+    """Half extents (x, y) of the floor area a camera body may take in a room."""
+    return world.street_x[1] + 0.3, world.street_y[1] + 0.3
+
+
 def close_up_pose(world: World, room_height: float, pitch: float, rng: np.random.Generator
                   ) -> tuple[float, float, float, float] | None:
     """A body pose (x, y, z, yaw) whose camera, pitched down by `pitch` (rad), has a point of a
@@ -119,7 +124,7 @@ def close_up_pose(world: World, room_height: float, pitch: float, rng: np.random
     forward = np.array([math.cos(pitch) * math.cos(yaw), math.cos(pitch) * math.sin(yaw),
                         -math.sin(pitch)])
     body = point - distance * forward - CAMERA_OFFSET * np.array([math.cos(yaw), math.sin(yaw), 0.0])
-    half_x, half_y = world.street_x[1] + 0.3, world.street_y[1] + 0.3
+    half_x, half_y = pose_bounds(world)
     if abs(body[0]) > half_x or abs(body[1]) > half_y or not 0.3 <= body[2] <= room_height - 0.3:
         return None
     return float(body[0]), float(body[1]), float(body[2]), yaw
@@ -159,7 +164,7 @@ def record_rooms(out: str, seed: int, rooms: int, frames_per_room: int, width: i
             "randomization": draw.as_meta(),
             "camera": {"width": width, "height": height, "hfov_deg": draw.hfov_deg}})
         rng = np.random.default_rng((room_seed, 5))
-        half_x, half_y = world.street_x[1] + 0.3, world.street_y[1] + 0.3
+        half_x, half_y = pose_bounds(world)
         try:
             attempts = 0
             while len(writer.rows) < frames_per_room and attempts < 20 * frames_per_room:
