@@ -12,6 +12,7 @@ import pytest
 from dl_perception.datasets.homography import read_pair_set
 from dl_perception.datasets.strecha import pose_pairs, read_scene, relative_pose
 from dl_perception.evaluation.features import (SUMMARY_KEYS, format_report, map_points,
+                                               paired_differences,
                                                pair_metrics, pose_auc, read_homography_pairs,
                                                relative_pose_error)
 from dl_perception.core.matching import mutual_nearest_neighbours
@@ -165,3 +166,53 @@ def test_report_columns_stay_apart_with_long_pair_names():
     report = format_report(result)
     line = next(line for line in report.splitlines() if line.startswith("churchill_homography:1-6"))
     assert line.split()[:2] == ["churchill_homography:1-6", "LIFT"]
+
+
+def _fake_result(lift_mma, sift_mma, lift_pose_errors, sift_pose_errors):
+    def rows(mma):
+        return [{"pair": f"p{i}", "mma@3": v, "homography@3": float(v > 0.5)}
+                for i, v in enumerate(mma)]
+
+    def pose_rows(errors):
+        return [{"pair": f"q{i}", "pose_error_deg": e} for i, e in enumerate(errors)]
+    return {"pairs": [f"p{i}" for i in range(len(lift_mma))],
+            "per_pair": {"LIFT": rows(lift_mma), "SIFT": rows(sift_mma)},
+            "pose_per_pair": {"LIFT": pose_rows(lift_pose_errors),
+                              "SIFT": pose_rows(sift_pose_errors)}}
+
+
+def test_paired_differences_separate_a_consistent_gain_from_noise():
+    rng = np.random.default_rng(0)
+    sift = rng.uniform(0.2, 0.8, 30)
+    # a gain of 0.05 on every pair: the interval is that point, whatever the pairs' own spread
+    consistent = paired_differences(_fake_result(sift + 0.05, sift, [1.0] * 20, [4.0] * 20))
+    cell = consistent["SIFT"]["mma@3"]
+    assert cell["difference"] == pytest.approx(0.05)
+    assert cell["low"] == pytest.approx(0.05) and cell["high"] == pytest.approx(0.05)
+    # 1 deg against 4 deg on every pose pair: every resampling gives the same AUC@10 gap
+    gap = pose_auc([1.0] * 20, (10,))["auc@10"] - pose_auc([4.0] * 20, (10,))["auc@10"]
+    assert gap > 0.2
+    cell = consistent["SIFT"]["auc@10"]
+    assert cell["difference"] == pytest.approx(gap) and cell["low"] == pytest.approx(gap)
+    # differences of either sign, averaging zero: the interval holds 0 and is wide
+    noise = rng.choice([-0.2, 0.2], 30)
+    noise -= noise.mean()
+    noisy = paired_differences(_fake_result(sift + noise, sift, [1.0, 8.0] * 10,
+                                            [8.0, 1.0] * 10))
+    cell = noisy["SIFT"]["mma@3"]
+    assert cell["low"] < 0 < cell["high"] and cell["high"] - cell["low"] > 0.1
+    assert noisy["SIFT"]["auc@10"]["low"] < 0 < noisy["SIFT"]["auc@10"]["high"]
+
+
+def test_report_prints_the_paired_differences():
+    result = _fake_result([0.6, 0.7], [0.5, 0.6], [1.0, 2.0], [2.0, 3.0])
+    rows = result["per_pair"]
+    for method in rows:
+        for row in rows[method]:
+            row.update({k: 0.5 for k in SUMMARY_KEYS if k not in row}, set="s")
+    result.update(sets=["s"], notes=[], threshold_px=3.0,
+                  summary={m: rows[m][0] for m in rows}, set_summary={},
+                  pose_summary={}, pose_pairs=[], differences=paired_differences(result))
+    section = format_report(result).split("LIFT minus each baseline")[1]
+    line = next(line for line in section.splitlines() if line.startswith("mma@3 "))
+    assert line.split()[1:4] == ["+0.100", "[+0.100,", "+0.100]"]
