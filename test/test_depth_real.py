@@ -154,8 +154,25 @@ def test_eval_scores_a_constant_baseline_on_the_same_pixels_and_counts_unseen_on
     assert baseline["si_rmse_log"] > 0.1
     report = format_report(result)
     assert "constant (median GT)" in report and "network / constant baseline" in report
+    # two images: the interval of the ratio lies around it
+    low, high = result["ratio_interval"]
+    ratio = result["median_scaled"]["abs_rel"] / baseline["abs_rel"]
+    assert low <= ratio + 1e-9 and ratio <= high + 1e-9
+    assert f"95 % interval over the images {low:.3f}-{high:.3f}" in report
     assert "outside the network's view (not scored) 8000" in report
     pictures = sorted(os.listdir(maps))
     assert len(pictures) == 2
     assert cv2.imread(str(maps / pictures[0])).shape == (60, 4 * 160, 3)
     json.dumps(result)
+
+
+def test_ratio_interval_is_tight_for_a_steady_ratio_and_wide_for_a_varying_one():
+    from dl_perception.evaluation.depth import ratio_interval
+
+    constant = np.linspace(0.1, 0.5, 20)
+    low, high = ratio_interval(2 * constant, constant)
+    assert low == pytest.approx(2.0) and high == pytest.approx(2.0)
+    varying = constant * np.where(np.arange(20) % 2 == 0, 0.5, 1.5)  # mean ratio about 1
+    low, high = ratio_interval(varying, constant)
+    assert low < 1.0 < high and high - low > 0.2
+    assert ratio_interval([0.1], [0.2]) is None  # one image: nothing to resample

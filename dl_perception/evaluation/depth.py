@@ -50,7 +50,23 @@ class SourceScores:
                   "outside_view_pixels": self.outside_view}
         if baseline == "constant":
             result["baseline_constant"] = self.constant.summary()
+            result["ratio_interval"] = ratio_interval(
+                [r["abs_rel"] for r in self.network.median_scaled],
+                [r["abs_rel"] for r in self.constant.median_scaled])
         return result
+
+
+def ratio_interval(network: list[float], constant: list[float], resamples: int = 2000,
+                   seed: int = 0) -> list[float] | None:
+    """95 % paired-bootstrap interval over the images of mean network abs rel / mean constant abs
+    rel (each resampling of the images serves both). Frames of one video are not independent,
+    so the interval is if anything too narrow. None with fewer than two images scored alike."""
+    network, constant = np.asarray(network, float), np.asarray(constant, float)
+    if len(network) < 2 or len(network) != len(constant):
+        return None
+    draws = np.random.default_rng(seed).integers(len(network), size=(resamples, len(network)))
+    ratios = network[draws].mean(axis=1) / np.maximum(constant[draws].mean(axis=1), 1e-12)
+    return [float(v) for v in np.percentile(ratios, [2.5, 97.5])]
 
 
 def constant_prediction(truth: np.ndarray, scored: np.ndarray) -> np.ndarray:
@@ -174,7 +190,10 @@ def _table(result: dict) -> list[str]:
     if constant:
         ratio = result["median_scaled"]["abs_rel"] / max(constant["median_scaled"]["abs_rel"],
                                                           1e-12)
-        lines.append(f"  median-scaled abs rel, network / constant baseline: {ratio:.3f}")
+        interval = result.get("ratio_interval")
+        lines.append(f"  median-scaled abs rel, network / constant baseline: {ratio:.3f}"
+                     + (f" (95 % interval over the images {interval[0]:.3f}-{interval[1]:.3f})"
+                        if interval else ""))
     return lines
 
 
