@@ -20,7 +20,7 @@ import torch
 from ..datasets.depth import load_rgb, load_sample_depth, read_depth_dataset
 from ..core.imaging import DecodedImage
 from ..models.depth import EigenDepth
-from .metrics import DEPTH_ERRORS, DepthErrorMeans, depth_errors
+from .metrics import DEPTH_ERRORS, DepthErrorMeans, depth_errors, paired_bootstrap_interval
 
 LABELS = {
     "abs_rel": "abs rel",
@@ -56,17 +56,15 @@ class SourceScores:
         return result
 
 
-def ratio_interval(network: list[float], constant: list[float], resamples: int = 2000,
-                   seed: int = 0) -> list[float] | None:
+def ratio_interval(network: list[float], constant: list[float]) -> list[float] | None:
     """95 % paired-bootstrap interval over the images of mean network abs rel / mean constant abs
-    rel (each resampling of the images serves both). Frames of one video are not independent,
-    so the interval is if anything too narrow. None with fewer than two images scored alike."""
+    rel. Frames of one video are not independent, so the interval is if anything too narrow.
+    None with fewer than two images scored alike."""
     network, constant = np.asarray(network, float), np.asarray(constant, float)
     if len(network) < 2 or len(network) != len(constant):
         return None
-    draws = np.random.default_rng(seed).integers(len(network), size=(resamples, len(network)))
-    ratios = network[draws].mean(axis=1) / np.maximum(constant[draws].mean(axis=1), 1e-12)
-    return [float(v) for v in np.percentile(ratios, [2.5, 97.5])]
+    return list(paired_bootstrap_interval(
+        lambda i: network[i].mean() / max(constant[i].mean(), 1e-12), len(network)))
 
 
 def constant_prediction(truth: np.ndarray, scored: np.ndarray) -> np.ndarray:

@@ -36,6 +36,7 @@ from ..datasets.strecha import View, pose_pairs, read_scene, relative_pose
 from ..core.imaging import DecodedImage
 from ..core.matching import mutual_nearest_neighbours
 from ..core.progress import progress
+from .metrics import paired_bootstrap_interval
 
 MMA_THRESHOLDS = (1, 3, 5)
 CORNER_THRESHOLDS = (1, 3, 5, 10)
@@ -254,41 +255,34 @@ COMPARED_MEASURES = (("per_pair", "mma@3"), ("per_pair", "homography@3"),
                      ("pose_per_pair", "auc@10"))
 
 
-def paired_differences(result: dict, method: str = "LIFT", resamples: int = 2000,
-                       seed: int = 0) -> dict:
+def paired_differences(result: dict, method: str = "LIFT") -> dict:
     """`method` minus each other method on mean MMA@3, homography accuracy @3 px and pose
-    AUC@10, with a 95 % interval from a paired bootstrap over the pairs (one resampling of the
-    pairs serves both methods, so what the pairs share cancels). Pairs that share images are not
-    independent, so the intervals are if anything too narrow: a difference whose interval holds 0
-    is not established by the run."""
-    rng = np.random.default_rng(seed)
+    AUC@10, with a 95 % paired-bootstrap interval over the pairs. Pairs that share images are
+    not independent, so the intervals are if anything too narrow: a difference whose interval
+    holds 0 is not established by the run."""
     differences: dict[str, dict] = {}
-    draws = {}
-    for rows_key, _ in COMPARED_MEASURES:
-        count = len(result[rows_key].get(method, []))
-        if count and rows_key not in draws:
-            draws[rows_key] = rng.integers(count, size=(resamples, count))
     for other in (m for m in result["per_pair"] if m != method):
         cells = {}
         for rows_key, key in COMPARED_MEASURES:
-            if rows_key not in draws:
+            ours, theirs = result[rows_key].get(method, []), result[rows_key].get(other, [])
+            if not ours:
                 continue
-            ours, theirs = result[rows_key][method], result[rows_key][other]
             if key.startswith("auc@"):
                 limit = int(key.split("@")[1])
                 mine = np.array([r["pose_error_deg"] for r in ours], float)
                 yours = np.array([r["pose_error_deg"] for r in theirs], float)
 
-                def auc(errors):
-                    return pose_auc(errors, (limit,))[f"auc@{limit}"]
-                point = auc(mine) - auc(yours)
-                spread = np.array([auc(mine[d]) - auc(yours[d]) for d in draws[rows_key]])
+                def statistic(i, mine=mine, yours=yours, limit=limit):
+                    return (pose_auc(mine[i], (limit,))[f"auc@{limit}"]
+                            - pose_auc(yours[i], (limit,))[f"auc@{limit}"])
             else:
                 per_pair = np.array([a[key] - b[key] for a, b in zip(ours, theirs)], float)
-                point = per_pair.mean()
-                spread = per_pair[draws[rows_key]].mean(axis=1)
-            low, high = np.percentile(spread, [2.5, 97.5])
-            cells[key] = {"difference": float(point), "low": float(low), "high": float(high)}
+
+                def statistic(i, per_pair=per_pair):
+                    return per_pair[i].mean()
+            low, high = paired_bootstrap_interval(statistic, len(ours))
+            cells[key] = {"difference": float(statistic(np.arange(len(ours)))),
+                          "low": low, "high": high}
         differences[other] = cells
     return differences
 

@@ -74,6 +74,16 @@ DEPTH_ERRORS = ("abs_rel", "sq_rel", "rmse", "rmse_log", "si_rmse_log", "delta_1
                 "delta_3")
 
 
+def paired_bootstrap_interval(statistic, count: int, resamples: int = 2000,
+                              seed: int = 0) -> tuple[float, float]:
+    """95 % percentile interval of `statistic(indices)` over `resamples` resamplings, with
+    replacement, of `count` paired items (one resampling serves every method the statistic
+    compares, so what the items share cancels). A fixed seed: the same run prints the same."""
+    draws = np.random.default_rng(seed).integers(count, size=(resamples, count))
+    low, high = np.percentile([statistic(indices) for indices in draws], [2.5, 97.5])
+    return float(low), float(high)
+
+
 def valid_depth_mask(prediction: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Pixels with a usable ground truth (finite, > 0: 0, inf and NaN mean no measurement) and a
     prediction (finite, > 0)."""
