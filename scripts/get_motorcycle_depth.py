@@ -23,6 +23,8 @@ import zipfile
 
 import numpy as np
 
+from dl_perception.datasets.depth import write_pfm
+
 WHEEL = "scikit-image==0.26.0"  # the version checked; its data/ holds the motorcycle files
 FOCAL, PRINCIPAL_X, PRINCIPAL_Y, DOFFS, BASELINE_MM = 994.978, 311.193, 254.877, 31.086, 193.001
 
@@ -37,14 +39,6 @@ def fetch_wheel(folder: str) -> str:
     if not wheels:
         raise SystemExit(f"error: pip left no scikit-image wheel in {folder}")
     return wheels[0]
-
-
-def write_pfm(path: str, values: np.ndarray) -> None:
-    """Greyscale PFM, little-endian, rows bottom-up (the format's order)."""
-    height, width = values.shape
-    with open(path, "wb") as handle:
-        handle.write(f"Pf\n{width} {height}\n-1.0\n".encode())
-        handle.write(np.flipud(values).astype("<f4").tobytes())
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from dl_perception.datasets.depth import (disparity_to_depth, load_sample_depth, read_depth_dataset,
-                                          read_visp_depth, register_depth)
+                                          read_visp_depth, register_depth, write_pfm)
 
 VISP_CASTEL = "/usr/share/visp-images-data/ViSP-images/mbt-depth/castel"
 OPENCV_DATA = "/usr/share/doc/opencv-doc/examples/data"
@@ -71,12 +71,6 @@ def test_visp_depth_files_are_checked(tmp_path):
         read_visp_depth(str(path))
 
 
-def _write_pfm(path, values):
-    with open(path, "wb") as handle:
-        handle.write(b"Pf\n%d %d\n-1.0\n" % (values.shape[1], values.shape[0]))
-        handle.write(np.flipud(values).astype("<f4").tobytes())
-
-
 def test_middlebury_layouts(tmp_path):
     # 2014: im0.png + disp0.pfm + calib.txt, metric depth = f * B / (d + doffs)
     scene = tmp_path / "2014" / "Toy-perfect"
@@ -84,7 +78,7 @@ def test_middlebury_layouts(tmp_path):
     cv2.imwrite(str(scene / "im0.png"), np.full((4, 6, 3), 90, np.uint8))
     disparity = np.full((4, 6), 100.0, np.float32)
     disparity[0, 0] = np.inf  # unknown
-    _write_pfm(str(scene / "disp0.pfm"), disparity)
+    write_pfm(str(scene / "disp0.pfm"), disparity)
     (scene / "calib.txt").write_text("cam0=[4000 0 3; 0 4000 2; 0 0 1]\ncam1=[4000 0 53; 0 4000 2;"
                                      " 0 0 1]\ndoffs=50\nbaseline=180.0\nwidth=6\nheight=4\n")
     (sample,) = read_depth_dataset(str(tmp_path / "2014"))

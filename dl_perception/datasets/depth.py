@@ -229,6 +229,15 @@ def read_pfm(path: str) -> np.ndarray:
     return np.flipud(data.reshape(height, width)).astype(np.float32)
 
 
+def write_pfm(path: str, values: np.ndarray) -> None:
+    """`values` as a greyscale little-endian PFM (rows bottom-up, the format's order): what
+    `read_pfm` reads back."""
+    height, width = values.shape
+    with open(path, "wb") as handle:
+        handle.write(f"Pf\n{width} {height}\n-1.0\n".encode())
+        handle.write(np.flipud(values).astype("<f4").tobytes())
+
+
 def read_disparity(path: str) -> np.ndarray:
     """Ground-truth disparity in pixels, NaN = unknown: a PFM (inf unknown), or an 8-bit PNG
     (value = disparity, 0 unknown)."""
